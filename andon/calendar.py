@@ -15,6 +15,7 @@ does on the shop floor. Every instant of a window falls into exactly one segment
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -99,22 +100,27 @@ def expand(calendar: Calendar, tz: ZoneInfo | str, start: dt.datetime, end: dt.d
             if b > a:
                 marks.append((a, b, exc.kind, name, sday, exc.name or exc.reason or exc.kind))
 
+    # Sweep over the cut points keeping the set of marks that cover the current elementary interval.
     cuts = {start, end}
     for m in marks:
         for t in (m[0], m[1]):
             if start < t < end:
                 cuts.add(t)
     points = sorted(cuts)
+    by_start = sorted(marks, key=lambda m: m[0])
+    active: list[tuple[dt.datetime, dt.datetime, str, str | None, dt.date | None, str]] = []
+    nxt = 0
     out: list[Segment] = []
-    for a, b in zip(points[:-1], points[1:], strict=True):
+    for a, b in itertools.pairwise(points):
+        while nxt < len(by_start) and by_start[nxt][0] <= a:
+            active.append(by_start[nxt])
+            nxt += 1
+        active = [m for m in active if m[1] > a]
         best = None
-        for m in marks:
+        for m in active:
             if m[0] <= a and m[1] >= b and (best is None or _PRIORITY[m[2]] > _PRIORITY[best[2]]):
                 best = m
-        if best is None:
-            seg = Segment(a, b, "no_shift")
-        else:
-            seg = Segment(a, b, best[2], best[3], best[4], best[5])
+        seg = Segment(a, b, "no_shift") if best is None else Segment(a, b, best[2], best[3], best[4], best[5])
         if out and out[-1].end == seg.start and (out[-1].kind, out[-1].shift_key, out[-1].label) == (
             seg.kind,
             seg.shift_key,

@@ -177,6 +177,12 @@ create table rollup_dirty (
 );
 create index rollup_dirty_machine on rollup_dirty (machine);
 
+-- The newest data seen per machine (any kind of event): after it plus the heartbeat timeout, "no data".
+create table machine_last_seen (
+    machine  integer primary key,
+    ts       timestamptz not null
+);
+
 -- How far rollups are complete per machine.
 create table rollup_watermarks (
     machine     integer primary key,

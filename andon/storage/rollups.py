@@ -1,0 +1,310 @@
+"""Rollups and downtime, kept up to date as data arrives.
+
+``refresh`` recomputes, per machine, the rollup periods and stops of every range the writer marked dirty
+(new, late or out-of-order events), and extends the rollups up to the last whole local hour before the
+newest data. Recomputing from the raw events (never adding increments) makes it idempotent: running it
+twice, or after a replay, gives the same rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from andon.plant import Calendar, PlantModel
+from andon.storage import timeline
+from andon.storage.plant_sync import current_plant_model
+
+log = logging.getLogger(__name__)
+UTC = dt.UTC
+ROLLUP_COLUMNS = [
+    "machine", "period_start", "period_end", "calendar_kind", "shift_key", *timeline.STATE_COLUMNS,
+    "total_count", "reject_count", "startup_rejects", "ideal_time_s",
+]
+
+
+@dataclass(frozen=True)
+class MachineContext:
+    num: int
+    id: str
+    calendar: Calendar
+    tz: ZoneInfo
+    ideal_cycle_s: float
+    products: dict[str, float]
+    fault_map: dict[str, str]
+    heartbeat_s: float
+    startup_window_s: float
+
+    def ideal_for(self, product: str | None) -> float:
+        return self.products.get(product, self.ideal_cycle_s) if product else self.ideal_cycle_s
+
+
+@dataclass
+class PlantContext:
+    model: PlantModel
+    machines: dict[int, MachineContext]
+    by_id: dict[str, MachineContext] = field(default_factory=dict)
+
+
+def load_context(conn: psycopg.Connection) -> PlantContext:
+    model = current_plant_model(conn)
+    if model is None:
+        raise LookupError("no plant model in the database: run `andon db upgrade` with a plant file")
+    nums = dict(conn.execute("select id, num from machines").fetchall())
+    ctx: dict[int, MachineContext] = {}
+    for site in model.sites:
+        for line in site.lines:
+            for m in line.machines:
+                if m.id not in nums:
+                    continue
+                ctx[nums[m.id]] = MachineContext(
+                    num=nums[m.id], id=m.id, calendar=site.calendar, tz=site.tz, ideal_cycle_s=m.ideal_cycle_s,
+                    products=dict(m.products), fault_map=dict(m.fault_map),
+                    heartbeat_s=model.settings.heartbeat_timeout_s, startup_window_s=model.settings.startup_window_s,
+                )
+    return PlantContext(model, ctx, {c.id: c for c in ctx.values()})
+
+
+def floor_local_hour(t: dt.datetime, tz: ZoneInfo) -> dt.datetime:
+    loc = t.astimezone(tz)
+    return loc.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
+
+
+# --- reading raw events ------------------------------------------------------------------------------
+
+
+@dataclass
+class RawSlice:
+    initial_state: int | None
+    startup_since: dt.datetime | None
+    state_ts: list[dt.datetime]
+    state_codes: list[int]
+    count_ts: list[dt.datetime]
+    count_total: list[int]
+    count_reject: list[int]
+    count_ideal: list[float]
+
+
+def read_slice(conn: psycopg.Connection, m: MachineContext, start: dt.datetime, end: dt.datetime) -> RawSlice:
+    """Everything `timeline.integrate` needs for [start, end) of one machine."""
+    before = conn.execute(
+        "select ts, state from state_events where machine = %s and ts <= %s order by ts desc limit 1",
+        (m.num, start),
+    ).fetchone()
+    states = conn.execute(
+        "select ts, state from state_events where machine = %s and ts > %s and ts < %s order by ts, key",
+        (m.num, start, end),
+    ).fetchall()
+    counts = conn.execute(
+        "select ts, total, reject, product from count_events where machine = %s and ts >= %s and ts < %s "
+        "order by ts",
+        (m.num, start, end),
+    ).fetchall()
+    startup_since = None
+    if before is not None and before[1] == timeline.RUNNING and m.startup_window_s > 0:
+        # The running interval holding at `start` began at the first running event after the last
+        # non-running one; it is a startup if that non-running state was one that starts a window.
+        prev = conn.execute(
+            "select ts, state from state_events where machine = %s and ts < %s and state <> %s "
+            "and ts > %s order by ts desc limit 1",
+            (m.num, start, timeline.RUNNING, start - dt.timedelta(seconds=m.startup_window_s)),
+        ).fetchone()
+        if prev is not None and prev[1] in timeline.STARTUP_FROM:
+            run_start = conn.execute(
+                "select min(ts) from state_events where machine = %s and ts > %s and ts <= %s and state = %s",
+                (m.num, prev[0], start, timeline.RUNNING),
+            ).fetchone()[0]
+            startup_since = run_start
+    return RawSlice(
+        initial_state=before[1] if before else None,
+        startup_since=startup_since,
+        state_ts=[r[0] for r in states],
+        state_codes=[r[1] for r in states],
+        count_ts=[r[0] for r in counts],
+        count_total=[r[1] for r in counts],
+        count_reject=[r[2] for r in counts],
+        count_ideal=[r[1] * m.ideal_for(r[3]) for r in counts],
+    )
+
+
+def horizon_of(conn: psycopg.Connection, m: MachineContext) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """(last data seen, horizon after which the machine is 'no data')."""
+    row = conn.execute("select ts from machine_last_seen where machine = %s", (m.num,)).fetchone()
+    if row is None:
+        return None, None
+    return row[0], row[0] + dt.timedelta(seconds=m.heartbeat_s)
+
+
+def compute_periods(
+    conn: psycopg.Connection, m: MachineContext, start: dt.datetime, end: dt.datetime,
+    horizon: dt.datetime | None, grid: list[timeline.Period] | None = None,
+) -> list[tuple]:
+    """Rollup-shaped rows for [start, end) computed from raw events."""
+    if grid is None:
+        grid = timeline.period_grid(m.calendar, m.tz, start, end)
+    if not grid:
+        return []
+    raw = read_slice(conn, m, start, end)
+    sums = timeline.integrate(
+        grid, raw.state_ts, raw.state_codes, raw.initial_state, horizon, raw.count_ts, raw.count_total,
+        raw.count_reject, raw.count_ideal, m.startup_window_s, raw.startup_since,
+    )
+    n = timeline.N_STATES
+    return [
+        (m.num, p.start, p.end, p.calendar_kind, p.shift_key, *map(float, row[:n]), int(row[n]), int(row[n + 1]),
+         int(row[n + 2]), float(row[n + 3]))
+        for p, row in zip(grid, sums, strict=True)
+    ]
+
+
+# --- refresh -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class RefreshStats:
+    machines: int = 0
+    periods_written: int = 0
+    stops_written: int = 0
+
+
+def refresh(conn: psycopg.Connection, ctx: PlantContext | None = None, now: dt.datetime | None = None) -> RefreshStats:
+    """Bring rollups and downtime up to date for every machine that has new or dirty data."""
+    ctx = ctx or load_context(conn)
+    now = now or dt.datetime.now(UTC)
+    stats = RefreshStats()
+    todo = conn.execute(
+        """
+        select s.machine, w.covered_to, s.ts
+        from machine_last_seen s left join rollup_watermarks w on w.machine = s.machine
+        where exists (select 1 from rollup_dirty d where d.machine = s.machine)
+           or w.covered_to is null or w.covered_to < s.ts
+        """
+    ).fetchall()
+    conn.commit()
+    for num, covered_to, last_seen in todo:
+        m = ctx.machines.get(num)
+        if m is None:
+            continue
+        with conn.transaction():
+            # Claim the dirty ranges first: ranges marked while we compute stay for the next round.
+            claimed = conn.execute(
+                "delete from rollup_dirty where machine = %s returning from_ts", (num,)
+            ).fetchall()
+            dirty_from = min((r[0] for r in claimed), default=None)
+            stats.machines += 1
+            stats.periods_written += _refresh_rollups(conn, m, covered_to, last_seen, dirty_from, now)
+            if dirty_from is not None:
+                stats.stops_written += _refresh_downtime(conn, m, dirty_from, last_seen)
+    return stats
+
+
+def _first_event(conn: psycopg.Connection, num: int) -> dt.datetime | None:
+    a = conn.execute("select min(ts) from state_events where machine = %s", (num,)).fetchone()[0]
+    b = conn.execute("select min(ts) from count_events where machine = %s", (num,)).fetchone()[0]
+    return min((t for t in (a, b) if t is not None), default=None)
+
+
+def _refresh_rollups(conn: psycopg.Connection, m: MachineContext, covered_to: dt.datetime | None,
+                     last_seen: dt.datetime, dirty_from: dt.datetime | None, now: dt.datetime) -> int:
+    first = _first_event(conn, m.num)
+    if first is None:
+        return 0
+    new_cov = floor_local_hour(min(last_seen, now), m.tz)
+    candidates = [t for t in (covered_to, dirty_from) if t is not None]
+    # Nothing exists before the first event, so a "from the beginning" mark starts there.
+    start = floor_local_hour(max(min(candidates) if candidates else first, first), m.tz)
+    end = max(new_cov, covered_to or new_cov)
+    if end <= start:
+        return 0
+    horizon = last_seen + dt.timedelta(seconds=m.heartbeat_s)
+    rows = compute_periods(conn, m, start, end, horizon)
+    conn.execute(
+        "delete from machine_rollups where machine = %s and period_start >= %s and period_start < %s",
+        (m.num, start, end),
+    )
+    if rows:
+        with conn.cursor() as cur, cur.copy(
+            f"copy machine_rollups ({', '.join(ROLLUP_COLUMNS)}) from stdin"
+        ) as copy:
+            for r in rows:
+                copy.write_row(r)
+    conn.execute(
+        "insert into rollup_watermarks (machine, covered_to) values (%s, %s) on conflict (machine) do update "
+        "set covered_to = greatest(rollup_watermarks.covered_to, excluded.covered_to)",
+        (m.num, end),
+    )
+    return len(rows)
+
+
+def _refresh_downtime(conn: psycopg.Connection, m: MachineContext, dirty_from: dt.datetime,
+                      last_seen: dt.datetime) -> int:
+    # Re-derive every stop from the start of the latest stop that began at or before the earliest dirty
+    # instant: a stop's start is always a state change, so deriving from there is exact.
+    first = _first_event(conn, m.num)
+    if first is None:
+        return 0
+    latest_stop = conn.execute(
+        "select max(start_ts) from downtime where machine = %s and start_ts <= %s", (m.num, dirty_from)
+    ).fetchone()[0]
+    start = latest_stop or first
+    # Start from the state change that opened the stop at `start` (or earlier same-state events).
+    rows = conn.execute(
+        "select ts, state, fault_code, reason_code from state_events where machine = %s and ts >= %s "
+        "order by ts, key",
+        (m.num, start),
+    ).fetchall()
+    horizon = last_seen + dt.timedelta(seconds=m.heartbeat_s)
+    derived = timeline.derive_stops(
+        [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows], horizon
+    )
+    existing = {
+        r[0]: r
+        for r in conn.execute(
+            "select start_ts, end_ts, reason_code, comment, set_by, set_at, id from downtime "
+            "where machine = %s and start_ts >= %s",
+            (m.num, start),
+        ).fetchall()
+    }
+    new_starts = {s.start for s in derived}
+    # Stops that no longer exist hand their manual reason to the stop that now covers their start.
+    carried: dict[dt.datetime, tuple] = {}
+    for st, row in existing.items():
+        if st in new_starts or row[2] is None:
+            continue
+        for s in derived:
+            if s.start <= st and (s.end is None or st < s.end) and s.start not in carried:
+                carried[s.start] = row
+                break
+    for st, row in existing.items():
+        if st not in new_starts:
+            conn.execute("delete from downtime where id = %s", (row[6],))
+            conn.execute(
+                "insert into downtime_audit (downtime_id, machine, start_ts, by, action, old_value) "
+                "values (%s, %s, %s, 'system', 'rederived', %s)",
+                (row[6], m.num, st, Jsonb({"reason_code": row[2], "comment": row[3], "end_ts": str(row[1])})),
+            )
+    with conn.cursor() as cur:
+        cur.executemany(
+            """
+            insert into downtime (machine, start_ts, end_ts, state, fault_code, auto_reason)
+            values (%s, %s, %s, %s, %s, %s)
+            on conflict (machine, start_ts) do update set end_ts = excluded.end_ts, state = excluded.state,
+                fault_code = excluded.fault_code, auto_reason = excluded.auto_reason
+            """,
+            [(m.num, s.start, s.end, s.state, s.fault_code, timeline.map_fault(m.fault_map, s.fault_code,
+                                                                               s.reason_code))
+             for s in derived],
+        )
+    for start_ts, old in carried.items():
+        if start_ts not in existing:
+            conn.execute(
+                "update downtime set reason_code = %s, comment = %s, set_by = %s, set_at = %s "
+                "where machine = %s and start_ts = %s and reason_code is null",
+                (old[2], old[3], old[4], old[5], m.num, start_ts),
+            )
+    return len(derived)

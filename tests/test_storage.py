@@ -1,0 +1,333 @@
+"""Storage on a real TimescaleDB: migrations, idempotent ingest, rollups equal to the raw data, late data,
+downtime derivation with manual reasons that survive re-derivation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from andon.events import MachineState, ProductionCount, StateChange, TelemetrySample
+from andon.storage import db, queries, rollups
+from andon.storage.writer import EventWriter
+
+UTC = dt.UTC
+T0 = dt.datetime(2026, 10, 22, 0, 0, tzinfo=UTC)  # spans the Berlin DST change of 2026-10-25
+STATES = [s for s in MachineState if s is not MachineState.OFFLINE]
+SECONDS_COLS = [f"s_{s.value}" for s in MachineState]
+
+
+def at(s: float) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=s)
+
+
+# --- migrations ------------------------------------------------------------------------------------
+
+
+def test_migrations_from_empty_and_rerun(empty_db_url):
+    first = db.upgrade(empty_db_url, create_db=False)
+    assert any(line.startswith("applied 0001_foundation") for line in first)
+    assert db.upgrade(empty_db_url, create_db=False) == []
+    with psycopg.connect(empty_db_url) as conn:
+        db.check_schema(conn)
+        hypertables = {r[0] for r in conn.execute("select hypertable_name from timescaledb_information.hypertables")}
+        assert {"state_events", "count_events", "telemetry"} <= hypertables
+        versions = [r[0] for r in conn.execute("select version from schema_migrations where status = 'applied'")]
+        assert versions == sorted(versions) and versions[0] == 1
+
+
+def test_edited_migration_is_refused(empty_db_url):
+    db.upgrade(empty_db_url, create_db=False)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute("update schema_migrations set checksum = 'tampered' where version = 1")
+    with pytest.raises(db.DatabaseError, match="changed after it was applied"):
+        db.upgrade(empty_db_url, create_db=False)
+
+
+def test_unreachable_database_message():
+    with pytest.raises(db.DatabaseError, match="andon services up"):
+        db.connect("postgresql://postgres@127.0.0.1:1/nowhere", connect_timeout=2)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(shutil.which("pg_ctlcluster") is None, reason="needs Debian's PostgreSQL")
+def test_server_without_timescaledb_loaded_gets_a_clear_message():
+    """A second, real PostgreSQL cluster started without timescaledb in shared_preload_libraries."""
+    major = sorted(Path("/usr/lib/postgresql").iterdir())[-1]
+    bindir = major / "bin"
+    tmp = Path(tempfile.mkdtemp(prefix="andon-pg-"))
+    shutil.chown(tmp, "postgres") if _is_root() else None
+    port = _free_port()
+    as_pg = ["su", "postgres", "-c"] if _is_root() else ["bash", "-c"]
+    subprocess.run([*as_pg, f"{bindir}/initdb -D {tmp}/data -A trust -U postgres >/dev/null"], check=True)
+    subprocess.run(
+        [*as_pg, f"{bindir}/pg_ctl -D {tmp}/data -o '-p {port} -k {tmp} -c listen_addresses=127.0.0.1' "
+                 f"-l {tmp}/log -w start >/dev/null"],
+        check=True,
+    )
+    try:
+        url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        with pytest.raises(db.DatabaseError, match="not loaded: add timescaledb to shared_preload_libraries"):
+            db.upgrade(url)
+    finally:
+        subprocess.run([*as_pg, f"{bindir}/pg_ctl -D {tmp}/data -m immediate stop >/dev/null"], check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _is_root() -> bool:
+    import os
+
+    return os.geteuid() == 0
+
+
+# --- idempotent ingest ---------------------------------------------------------------------------------
+
+
+def _random_events(machine: str, seed: int, days: float, start: dt.datetime = T0) -> list:
+    rnd = random.Random(seed)
+    out: list = []
+    t = 0.0
+    while t < days * 86400:
+        out.append(StateChange(machine, start + dt.timedelta(seconds=t), rnd.choice(STATES), "test",
+                               fault_code=rnd.choice([None, "E12", "JAM", "E31"])))
+        for _ in range(rnd.randint(0, 3)):
+            total = rnd.randint(1, 5)
+            out.append(ProductionCount(machine, start + dt.timedelta(seconds=t + rnd.uniform(0, 600)), total,
+                                       rnd.randint(0, total), "test", product=rnd.choice([None, "A", "B"])))
+        out.append(TelemetrySample(machine, start + dt.timedelta(seconds=t), "vibration_rms", rnd.random(), "test",
+                                   unit="mm/s"))
+        t += rnd.choice([rnd.uniform(5, 60), rnd.uniform(60, 1800), rnd.uniform(1800, 7200)])
+    return out
+
+
+def _table_counts(conn: psycopg.Connection) -> tuple[int, int, int]:
+    return tuple(
+        conn.execute(f"select count(*) from {t}").fetchone()[0] for t in ("state_events", "count_events", "telemetry")
+    )  # type: ignore[return-value]
+
+
+def test_same_batch_twice_is_stored_once(fresh_db_url):
+    pool = db.make_pool(fresh_db_url)
+    try:
+        writer = EventWriter(pool)
+        events = _random_events("L1-M1", 1, 1.0)
+        first = writer.write(events)
+        assert first.duplicates == 0 and first.total_inserted == len(events)
+        with psycopg.connect(fresh_db_url) as conn:
+            before = _table_counts(conn)
+        again = writer.write(events)
+        assert again.total_inserted == 0 and again.duplicates == len(events)
+        # A batch half old, half new stores only the new half; duplicates inside one batch count once.
+        more = _random_events("L1-M1", 2, 0.5, start=T0 + dt.timedelta(days=2))
+        mixed = writer.write(events[: len(events) // 2] + more + more[:10])
+        assert mixed.total_inserted == len(more)
+        with psycopg.connect(fresh_db_url) as conn:
+            after = _table_counts(conn)
+        assert sum(before) == len(events)
+        assert sum(after) == len(events) + len(more)
+        unknown = writer.write([StateChange("no-such-machine", T0, MachineState.RUNNING, "test")])
+        assert unknown.total_inserted == 0 and "unknown machine" in unknown.rejected[0][1]
+    finally:
+        pool.close()
+
+
+def test_last_counters_for_collector_restart(fresh_db_url):
+    pool = db.make_pool(fresh_db_url)
+    try:
+        writer = EventWriter(pool)
+        writer.write([
+            ProductionCount("L1-M2", at(10), 5, 1, "plc-a", total_counter=105, reject_counter=3),
+            ProductionCount("L1-M2", at(20), 5, 0, "plc-a", total_counter=110, reject_counter=3),
+            ProductionCount("L1-M2", at(30), 2, 0, "plc-b", total_counter=7, reject_counter=0),
+        ])
+        with psycopg.connect(fresh_db_url) as conn:
+            assert queries.last_counters(conn, "plc-a") == [("L1-M2", 110, 3, at(20))]
+    finally:
+        pool.close()
+
+
+# --- rollups against an independent computation ------------------------------------------------------
+
+
+def _brute_force(events: list, start: dt.datetime, end: dt.datetime, periods, horizon: dt.datetime,
+                 ideal: dict) -> dict:
+    """Per period sums from the events by plain interval clipping (a different algorithm from storage's)."""
+    states = sorted((e for e in events if isinstance(e, StateChange)), key=lambda e: (e.ts, e.key))
+    timeline: list[tuple[dt.datetime, dt.datetime, str]] = []
+    for i, e in enumerate(states):
+        a = e.ts
+        b = states[i + 1].ts if i + 1 < len(states) else end
+        b = min(b, horizon)
+        if b > a:
+            timeline.append((a, b, e.state.value))
+    if states and states[0].ts > start:
+        timeline.insert(0, (start, states[0].ts, "offline"))
+    if horizon < end:
+        timeline.append((max(horizon, start), end, "offline"))
+    out = {}
+    for p in periods:
+        secs = dict.fromkeys(SECONDS_COLS, 0.0)
+        for a, b, s in timeline:
+            lo, hi = max(a, p.period_start), min(b, p.period_end)
+            if hi > lo:
+                secs[f"s_{s}"] += (hi - lo).total_seconds()
+        total = reject = 0
+        ideal_time = 0.0
+        for e in events:
+            if isinstance(e, ProductionCount) and p.period_start <= e.ts < p.period_end:
+                total += e.total
+                reject += e.reject
+                ideal_time += e.total * ideal.get(e.product, ideal[None])
+        out[p.period_start] = (secs, total, reject, ideal_time)
+    return out
+
+
+def _check_against_brute_force(conn, ctx, events, start, end, now):
+    df = queries.periods(conn, ctx, ["L1-M2"], start, end, now=now)
+    last = max(e.ts for e in events)
+    horizon = min(last + dt.timedelta(seconds=ctx.by_id["L1-M2"].heartbeat_s), now)
+    ideal = {None: 54.0, "A": 54.0, "B": 57.0}
+    expected = _brute_force(events, start, end, list(df.itertuples()), horizon, ideal)
+    assert df["period_start"].iloc[0] == start and df["period_end"].iloc[-1] == end
+    assert (df["period_start"].iloc[1:].to_numpy() == df["period_end"].iloc[:-1].to_numpy()).all()
+    for row in df.itertuples():
+        secs, total, reject, ideal_time = expected[row.period_start]
+        for col in SECONDS_COLS:
+            assert getattr(row, col) == pytest.approx(secs[col], abs=1e-3), (row.period_start, col)
+        assert (row.total_count, row.reject_count) == (total, reject)
+        assert row.ideal_time_s == pytest.approx(ideal_time)
+        length = (row.period_end - row.period_start).total_seconds()
+        assert sum(getattr(row, c) for c in SECONDS_COLS) == pytest.approx(length, abs=1e-3)
+    return df
+
+
+def test_rollups_equal_raw_data_and_any_window_adds_up(fresh_db_url):
+    events = _random_events("L1-M2", 7, 5.0)
+    pool = db.make_pool(fresh_db_url)
+    try:
+        EventWriter(pool).write(events)
+    finally:
+        pool.close()
+    now = T0 + dt.timedelta(days=30)
+    with psycopg.connect(fresh_db_url) as conn:
+        ctx = rollups.load_context(conn)
+        stats = rollups.refresh(conn, ctx, now=now)
+        conn.commit()
+        assert stats.periods_written > 100
+        stored = conn.execute("select count(*) from machine_rollups").fetchone()[0]
+        assert stored == stats.periods_written
+        # Whole window (mostly stored rollups) and odd windows whose edges cut periods (live edges).
+        full = _check_against_brute_force(conn, ctx, events, T0, T0 + dt.timedelta(days=6), now)
+        odd = _check_against_brute_force(
+            conn, ctx, events, T0 + dt.timedelta(hours=13, minutes=7, seconds=11), T0 + dt.timedelta(days=3, minutes=3),
+            now,
+        )
+        assert len(odd) > 50
+        # A day equals the sum of its hours, and a split window equals the whole.
+        day0 = T0 + dt.timedelta(days=1)
+        day = queries.periods(conn, ctx, ["L1-M2"], day0, day0 + dt.timedelta(days=1), now=now)
+        hours = [queries.periods(conn, ctx, ["L1-M2"], day0 + dt.timedelta(hours=h),
+                                 day0 + dt.timedelta(hours=h + 1), now=now) for h in range(24)]
+        cols = [*SECONDS_COLS, "total_count", "reject_count", "ideal_time_s"]
+        summed = sum(h[cols].sum() for h in hours)
+        for c in cols:
+            assert day[c].sum() == pytest.approx(summed[c], abs=1e-6)
+        assert full[cols].sum()["total_count"] == sum(e.total for e in events if isinstance(e, ProductionCount))
+
+
+def test_late_out_of_order_events_correct_rollups_and_stops(fresh_db_url):
+    events = _random_events("L1-M2", 11, 3.0)
+    pool = db.make_pool(fresh_db_url)
+    now = T0 + dt.timedelta(days=10)
+    try:
+        writer = EventWriter(pool)
+        writer.write(events)
+        with psycopg.connect(fresh_db_url) as conn:
+            ctx = rollups.load_context(conn)
+            rollups.refresh(conn, ctx, now=now)
+            conn.commit()
+            # A late stop in the middle of history, and late parts: rollups and stops must move.
+            late = [
+                StateChange("L1-M2", at(86400 + 1234.5), MachineState.UNPLANNED_STOP, "late", fault_code="E31"),
+                StateChange("L1-M2", at(86400 + 1234.5 + 777), MachineState.RUNNING, "late"),
+                ProductionCount("L1-M2", at(86400 + 2000), 40, 2, "late"),
+            ]
+            writer.write(late)
+            queries.ensure_fresh(conn, ctx, now=now)
+            _check_against_brute_force(conn, ctx, events + late, T0, T0 + dt.timedelta(days=4), now)
+            stop = conn.execute(
+                "select end_ts, auto_reason from downtime where start_ts = %s", (at(86400 + 1234.5),)
+            ).fetchone()
+            assert stop == (at(86400 + 1234.5 + 777), "tool-break")  # E31 -> "E3*" in L1-M2's fault map
+    finally:
+        pool.close()
+
+
+def test_downtime_from_states_with_manual_reason_kept_on_rederivation(fresh_db_url):
+    pool = db.make_pool(fresh_db_url)
+    now = T0 + dt.timedelta(days=1)
+    try:
+        writer = EventWriter(pool)
+        writer.write([
+            StateChange("L1-M1", at(0), MachineState.RUNNING, "t"),
+            StateChange("L1-M1", at(100), MachineState.UNPLANNED_STOP, "t", fault_code="E17"),
+            StateChange("L1-M1", at(160), MachineState.UNPLANNED_STOP, "t", fault_code="E99"),  # same stop
+            StateChange("L1-M1", at(400), MachineState.RUNNING, "t"),
+            StateChange("L1-M1", at(500), MachineState.SETUP, "t", reason_code="changeover"),
+            StateChange("L1-M1", at(900), MachineState.STARVED, "t"),  # line loss: not a stop of M1
+            StateChange("L1-M1", at(1000), MachineState.RUNNING, "t"),
+        ])
+        with psycopg.connect(fresh_db_url) as conn:
+            ctx = rollups.load_context(conn)
+            queries.ensure_fresh(conn, ctx, now=now)
+            df = queries.stops(conn, ctx, ["L1-M1"], T0, now)
+            assert list(zip(df.start_ts, df.end_ts, df.state, df.reason_code, df.fault_code, strict=True)) == [
+                (at(100), at(400), "unplanned_stop", "motor-overload", "E17"),
+                (at(500), at(900), "setup", "changeover", None),
+            ]
+            conn.execute(
+                "update downtime set reason_code = 'bearing-failure', set_by = 'alice', set_at = now() "
+                "where start_ts = %s", (at(100),)
+            )
+            conn.commit()
+            # A late event splits the first stop's start: the manual reason follows its stop.
+            writer.write([StateChange("L1-M1", at(90), MachineState.UNPLANNED_STOP, "t", fault_code="E17")])
+            queries.ensure_fresh(conn, ctx, now=now)
+            df = queries.stops(conn, ctx, ["L1-M1"], T0, now)
+            first = df.iloc[0]
+            assert (first.start_ts, first.reason_code, first.set_by, bool(first.manual)) == (
+                at(90), "bearing-failure", "alice", True)
+            audit = conn.execute("select action, by from downtime_audit").fetchall()
+            assert ("rederived", "system") in audit
+    finally:
+        pool.close()
+
+
+def test_no_data_after_heartbeat_is_offline(fresh_db_url):
+    pool = db.make_pool(fresh_db_url)
+    try:
+        EventWriter(pool).write([StateChange("L1-M3", at(0), MachineState.RUNNING, "t")])
+    finally:
+        pool.close()
+    with psycopg.connect(fresh_db_url) as conn:
+        ctx = rollups.load_context(conn)
+        hb = ctx.by_id["L1-M3"].heartbeat_s
+        df = queries.periods(conn, ctx, ["L1-M3"], T0, T0 + dt.timedelta(hours=2), now=T0 + dt.timedelta(days=1))
+        assert df["s_running"].sum() == pytest.approx(hb)
+        assert df["s_offline"].sum() == pytest.approx(7200 - hb)
+        states = queries.current_states(conn, ctx, now=T0 + dt.timedelta(days=1))
+        assert states.set_index("machine").loc["L1-M3", "state"] == "offline"
+        live = queries.current_states(conn, ctx, now=T0 + dt.timedelta(seconds=hb / 2))
+        assert live.set_index("machine").loc["L1-M3", "state"] == "running"
