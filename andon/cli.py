@@ -71,6 +71,35 @@ def cmd_db(args: argparse.Namespace) -> int:
     return _fail(f"unknown db action {args.action!r}")
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from andon.storage import db, keys
+
+    url = args.database_url or get_settings().database_url
+    try:
+        with db.connect(url) as conn:
+            if args.action == "create":
+                if not args.role or not args.name:
+                    return _fail("keys create needs --role and --name")
+                key, token = keys.create_key(conn, args.name, args.role)
+                conn.commit()
+                print(f"created {key.role} key '{key.name}' (id {key.id}, prefix {key.prefix})")
+                print(f"token (shown once, store it now): {token}")
+            elif args.action == "list":
+                for k in keys.list_keys(conn):
+                    state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
+                    print(f"{k.id:>4}  {k.prefix}  {k.role:<10}  {state:<24}  {k.name}")
+            elif args.action == "revoke":
+                if not args.key:
+                    return _fail("keys revoke needs --key PREFIX_OR_ID")
+                if not keys.revoke_key(conn, args.key):
+                    return _fail(f"no active key {args.key!r}")
+                conn.commit()
+                print(f"revoked {args.key}")
+    except (db.DatabaseError, ValueError) as exc:
+        return _fail(str(exc))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -119,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--database-url", help="default: ANDON_DATABASE_URL")
     s.add_argument("--plant", help="plant model file to sync (default: ANDON_PLANT_FILE)")
     s.set_defaults(func=cmd_db)
+
+    s = sub.add_parser("keys", help="API keys: create, list, revoke")
+    s.add_argument("action", choices=["create", "list", "revoke"])
+    s.add_argument("--role", choices=["gateway", "viewer", "maintainer", "admin"])
+    s.add_argument("--name")
+    s.add_argument("--key", help="prefix or id of the key to revoke")
+    s.add_argument("--database-url")
+    s.set_defaults(func=cmd_keys)
 
     s = sub.add_parser("serve", help="run the API and dashboards")
     s.add_argument("--host", help="bind address (default 127.0.0.1)")

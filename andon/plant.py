@@ -346,6 +346,11 @@ def parse_plant_model(text: str, source: str = "<plant model>", fmt: str = "yaml
         raise PlantModelError(f"{source}:{where}: not valid YAML: {exc.problem}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise PlantModelError(f"{source}: not valid TOML: {exc}") from exc
+    return validate_plant_data(data, source, root)
+
+
+def validate_plant_data(data: Any, source: str = "<plant model>", root: yaml.Node | None = None) -> PlantModel:
+    """Validate already-parsed data (a YAML/TOML document or an API request body)."""
     if not isinstance(data, dict):
         raise PlantModelError(f"{source}: expected a mapping with 'sites' at the top level")
     try:
@@ -353,8 +358,7 @@ def parse_plant_model(text: str, source: str = "<plant model>", fmt: str = "yaml
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if p not in ("function-after",))
-            # pydantic puts the model-validator location at the model itself: keep it.
+            loc = tuple(err["loc"])
             line = _yaml_line_of(root, loc) if root is not None else None
             where = f" (line {line})" if line else ""
             msg = err["msg"].removeprefix("Value error, ")

@@ -1,0 +1,57 @@
+"""The Andon API (FastAPI): routers per resource under /api/v1, OpenAPI docs at /docs."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from andon import __version__
+from andon.settings import Settings, get_settings
+from andon.storage import db, rollups
+from api import problems
+from api.deps import AppState
+from api.routers import health, machines, plant
+
+log = logging.getLogger(__name__)
+
+
+def _refresher(state: AppState, stop: threading.Event, interval_s: float) -> None:
+    """Keeps rollups and downtime current in the background (queries also refresh on demand)."""
+    while not stop.wait(interval_s):
+        try:
+            with state.pool.connection() as conn:
+                rollups.refresh(conn, state.plant(conn))
+        except Exception:
+            log.exception("rollup refresh failed; retrying")
+
+
+def create_app(settings: Settings | None = None, refresh_interval_s: float = 5.0) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        with db.connect(settings.database_url) as conn:
+            db.check_schema(conn)
+        pool = db.make_pool(settings.database_url, settings.pool_min_size, settings.pool_max_size)
+        state = AppState(pool)
+        app.state.andon = state
+        stop = threading.Event()
+        worker = threading.Thread(target=_refresher, args=(state, stop, refresh_interval_s), daemon=True)
+        worker.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            worker.join(timeout=10)
+            pool.close()
+
+    app = FastAPI(title="Andon", version=__version__, lifespan=lifespan,
+                  description="Equipment reliability, OEE and JIT readiness for Just-in-Time lines.")
+    problems.install(app)
+    for r in (health.router, plant.router, machines.router):
+        app.include_router(r)
+    return app
