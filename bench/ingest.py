@@ -24,10 +24,10 @@ from psycopg.conninfo import make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from andon.events import MachineState, ProductionCount, StateChange, TelemetrySample  # noqa: E402
-from andon.plant import load_plant_model  # noqa: E402
-from andon.storage import db, plant_sync  # noqa: E402
-from andon.storage.writer import _TABLES, EventWriter  # noqa: E402
+from andon.events import MachineState, ProductionCount, StateChange, TelemetrySample
+from andon.plant import load_plant_model
+from andon.storage import db, plant_sync
+from andon.storage.writer import _TABLES, EventWriter
 
 BASE = "postgresql://postgres@127.0.0.1:5432/postgres"
 MACHINES = [f"L1-M{i}" for i in range(1, 7)]
@@ -62,7 +62,8 @@ def copy_raw(conn: psycopg.Connection, rows: dict[str, list[tuple]]) -> None:
     with conn.transaction():
         for kind, kind_rows in rows.items():
             table, cols, types = _TABLES[kind]
-            with conn.cursor() as cur, cur.copy(f"copy raw_{table} ({', '.join(cols)}) from stdin (format binary)") as cp:
+            stmt = f"copy raw_{table} ({', '.join(cols)}) from stdin (format binary)"
+            with conn.cursor() as cur, cur.copy(stmt) as cp:
                 cp.set_types(types)
                 for row in kind_rows:
                     cp.write_row(row)

@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-import shutil
-import socket
-import subprocess
-import tempfile
 from pathlib import Path
 
 import psycopg
@@ -17,6 +13,7 @@ import pytest
 from andon.events import MachineState, ProductionCount, StateChange, TelemetrySample
 from andon.storage import db, queries, rollups
 from andon.storage.writer import EventWriter
+from tests.pgcluster import TempCluster
 
 UTC = dt.UTC
 T0 = dt.datetime(2026, 10, 22, 0, 0, tzinfo=UTC)  # spans the Berlin DST change of 2026-10-25
@@ -56,40 +53,15 @@ def test_unreachable_database_message():
         db.connect("postgresql://postgres@127.0.0.1:1/nowhere", connect_timeout=2)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.skipif(shutil.which("pg_ctlcluster") is None, reason="needs Debian's PostgreSQL")
+@pytest.mark.skipif(not Path("/usr/lib/postgresql").exists(), reason="needs Debian's PostgreSQL")
 def test_server_without_timescaledb_loaded_gets_a_clear_message():
     """A second, real PostgreSQL cluster started without timescaledb in shared_preload_libraries."""
-    major = sorted(Path("/usr/lib/postgresql").iterdir())[-1]
-    bindir = major / "bin"
-    tmp = Path(tempfile.mkdtemp(prefix="andon-pg-"))
-    shutil.chown(tmp, "postgres") if _is_root() else None
-    port = _free_port()
-    as_pg = ["su", "postgres", "-c"] if _is_root() else ["bash", "-c"]
-    subprocess.run([*as_pg, f"{bindir}/initdb -D {tmp}/data -A trust -U postgres >/dev/null"], check=True)
-    subprocess.run(
-        [*as_pg, f"{bindir}/pg_ctl -D {tmp}/data -o '-p {port} -k {tmp} -c listen_addresses=127.0.0.1' "
-                 f"-l {tmp}/log -w start >/dev/null"],
-        check=True,
-    )
+    cluster = TempCluster(preload_timescaledb=False)
     try:
-        url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         with pytest.raises(db.DatabaseError, match="not loaded: add timescaledb to shared_preload_libraries"):
-            db.upgrade(url)
+            db.upgrade(cluster.url)
     finally:
-        subprocess.run([*as_pg, f"{bindir}/pg_ctl -D {tmp}/data -m immediate stop >/dev/null"], check=False)
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _is_root() -> bool:
-    import os
-
-    return os.geteuid() == 0
+        cluster.destroy()
 
 
 # --- idempotent ingest ---------------------------------------------------------------------------------
