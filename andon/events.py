@@ -264,3 +264,36 @@ class CounterTracker:
             total_counter=total_counter,
             reject_counter=reject_counter,
         )
+
+
+# --- plain-dict form (spool files, HTTP, logs) ----------------------------------------------------------
+
+
+def event_to_dict(ev: Event) -> dict[str, Any]:
+    base: dict[str, Any] = {"kind": ev.kind, "machine_id": ev.machine_id, "ts": ev.ts.isoformat(),
+                            "source_id": ev.source_id, "seq": ev.seq, "key": ev.key}
+    if isinstance(ev, StateChange):
+        base.update(state=ev.state.value, reason_code=ev.reason_code, fault_code=ev.fault_code)
+    elif isinstance(ev, ProductionCount):
+        base.update(total=ev.total, reject=ev.reject, product=ev.product, total_counter=ev.total_counter,
+                    reject_counter=ev.reject_counter)
+    else:
+        base.update(metric=ev.metric, value=ev.value, unit=ev.unit)
+    return base
+
+
+def event_from_dict(d: dict[str, Any]) -> Event:
+    """Inverse of event_to_dict (trusted input: the spool). HTTP input is validated by pydantic first."""
+    ts = ensure_utc(dt.datetime.fromisoformat(d["ts"]))
+    common = {"machine_id": d["machine_id"], "ts": ts, "source_id": d["source_id"], "seq": d.get("seq"),
+              "key": d.get("key") or 0}
+    kind = d["kind"]
+    if kind == "state":
+        return StateChange(state=parse_state(d["state"]), reason_code=d.get("reason_code"),
+                           fault_code=d.get("fault_code"), **common)
+    if kind == "count":
+        return ProductionCount(total=d["total"], reject=d["reject"], product=d.get("product"),
+                               total_counter=d.get("total_counter"), reject_counter=d.get("reject_counter"), **common)
+    if kind == "telemetry":
+        return TelemetrySample(metric=d["metric"], value=float(d["value"]), unit=d.get("unit") or "", **common)
+    raise ValueError(f"unknown event kind {kind!r}")

@@ -240,6 +240,10 @@ def check_schema(conn: psycopg.Connection) -> None:
 
 
 def make_pool(url: str, min_size: int = 1, max_size: int = 8, **kwargs: Any) -> ConnectionPool:
+    # check_connection: a connection broken by a server restart is replaced on checkout, not handed out.
+    kwargs.setdefault("check", ConnectionPool.check_connection)
+    kwargs.setdefault("timeout", 10.0)
+    kwargs.setdefault("reconnect_timeout", 3600.0)
     pool = ConnectionPool(url, min_size=min_size, max_size=max_size, open=False, **kwargs)
     try:
         pool.open(wait=True, timeout=15)

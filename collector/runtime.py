@@ -1,0 +1,259 @@
+"""The collector runtime: runs the configured sources, hands their events to the one writer, spools to
+disk when the database is away, keeps rejected input as dead letters, and exports Prometheus metrics.
+
+Durability contract with sources (collector/base.py): a source's iterator is resumed only after its
+batch is in the database or fsync'ed in the spool, so whatever a source acknowledged upstream survives a
+SIGKILL. Order is kept: while older batches wait in the spool, new ones queue behind them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import importlib
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import yaml
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from psycopg_pool import PoolTimeout
+from pydantic import BaseModel, ConfigDict, Field
+
+from andon.events import Event
+from andon.plant import PlantModel, load_plant_model
+from andon.settings import get_settings
+from andon.storage import db
+from andon.storage.writer import EventWriter
+from collector.base import Rejection, Source
+from collector.spool import Spool, SpoolFull
+
+log = logging.getLogger(__name__)
+
+EVENTS_IN = Counter("andon_collector_events_in_total", "events received", ["source", "kind"])
+EVENTS_WRITTEN = Counter("andon_collector_events_written_total", "events stored (new rows)", ["kind"])
+DUPLICATES = Counter("andon_collector_duplicates_total", "events already stored (dropped by key)")
+REJECTED = Counter("andon_collector_rejected_total", "input rejected (kept as dead letters)", ["source"])
+SPOOL_BYTES = Gauge("andon_collector_spool_bytes", "bytes waiting in the store-and-forward spool")
+LAG = Histogram("andon_collector_lag_seconds", "source timestamp to stored",
+                buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300))
+DB_UP = Gauge("andon_collector_database_up", "1 while the last write reached the database")
+
+DB_ERRORS = (psycopg.OperationalError, PoolTimeout)
+
+
+class SourceConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str = Field(min_length=1, max_length=64)
+    type: str = Field(pattern=r"^[a-z_]+$")
+
+
+class SourcesFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sources: list[SourceConfig] = Field(default_factory=list)
+
+
+def load_sources_file(path: Path) -> SourcesFile:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read sources file: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        return SourcesFile.model_validate(data)
+    except Exception as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+def build_source(cfg: SourceConfig, plant: PlantModel) -> Source:
+    """One module per protocol: collector.<type> provides from_config(dict, plant) -> Source."""
+    try:
+        module = importlib.import_module(f"collector.{cfg.type}")
+    except ModuleNotFoundError:
+        raise ValueError(f"source {cfg.id!r}: unknown type {cfg.type!r}") from None
+    factory = getattr(module, "from_config", None)
+    if factory is None:
+        raise ValueError(f"source {cfg.id!r}: collector.{cfg.type} has no from_config()")
+    return factory(cfg.model_dump(), plant)
+
+
+@dataclass
+class Delivery:
+    """Hands batches to the database, or to the spool while the database is away."""
+
+    writer: EventWriter
+    spool: Spool
+    pool: Any
+    stats: dict[str, int] = field(default_factory=lambda: {"written": 0, "spooled": 0, "duplicates": 0})
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def deliver(self, events: list[Event], rejections: list[Rejection]) -> None:
+        """Returns once the batch is durable. Blocks (back-pressure) while the spool is full."""
+        if rejections:
+            self._dead_letters(rejections)
+        if not events:
+            return
+        with self._lock:
+            if self.spool.empty():
+                try:
+                    self._write(events)
+                    return
+                except DB_ERRORS as exc:
+                    DB_UP.set(0)
+                    log.warning("database unreachable (%s); spooling", str(exc).strip().splitlines()[0])
+            while True:
+                try:
+                    self.spool.append(events)
+                    self.stats["spooled"] += len(events)
+                    SPOOL_BYTES.set(self.spool.size_bytes())
+                    return
+                except SpoolFull as exc:
+                    log.error("%s; holding back acknowledgements until it drains", exc)
+                    self._lock.release()
+                    try:
+                        time.sleep(1.0)
+                    finally:
+                        self._lock.acquire()
+
+    def _write(self, events: list[Event]) -> None:
+        result = self.writer.write(events)
+        DB_UP.set(1)
+        now = dt.datetime.now(dt.UTC)
+        for kind, n in result.inserted.items():
+            if n:
+                EVENTS_WRITTEN.labels(kind).inc(n)
+        if result.duplicates:
+            DUPLICATES.inc(result.duplicates)
+        self.stats["written"] += result.total_inserted
+        self.stats["duplicates"] += result.duplicates
+        if events:
+            LAG.observe(max(0.0, (now - events[-1].ts).total_seconds()))
+        if result.rejected:
+            self._dead_letters([Rejection(ev.source_id, reason, repr(ev)) for ev, reason in result.rejected])
+
+    def _dead_letters(self, rejections: list[Rejection]) -> None:
+        for r in rejections:
+            REJECTED.labels(r.source_id).inc()
+        rows = [
+            (r.received_at, r.source_id, r.topic, r.reason[:2000],
+             r.payload.encode() if isinstance(r.payload, str) else r.payload)
+            for r in rejections
+        ]
+        try:
+            with self.pool.connection() as conn, conn.cursor() as cur:
+                cur.executemany(
+                    "insert into dead_letters (received_at, source_id, topic, reason, payload) "
+                    "values (%s, %s, %s, %s, %s)",
+                    rows,
+                )
+        except DB_ERRORS:
+            for r in rejections:
+                log.warning("dead letter (database away) from %s: %s", r.source_id, r.reason)
+
+    def drain_forever(self, stop: threading.Event) -> None:
+        """Write spooled batches in order; back off while the database is away."""
+        backoff = 0.5
+        while not stop.is_set():
+            batch = self.spool.peek()
+            if batch is None:
+                self.spool.wait(0.5)
+                continue
+            try:
+                self._write(batch)
+                self.spool.commit()
+                SPOOL_BYTES.set(self.spool.size_bytes())
+                backoff = 0.5
+            except DB_ERRORS:
+                DB_UP.set(0)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 15.0)
+
+
+async def run_source(source: Source, delivery: Delivery) -> None:
+    async for batch in source.events():
+        events = [x for x in batch if not isinstance(x, Rejection)]
+        rejections = [x for x in batch if isinstance(x, Rejection)]
+        for ev in events:
+            EVENTS_IN.labels(source.source_id, ev.kind).inc()
+        await asyncio.to_thread(delivery.deliver, events, rejections)
+
+
+async def run(sources: list[Source], delivery: Delivery, stop_event: asyncio.Event | None = None) -> None:
+    stop = threading.Event()
+    drain = threading.Thread(target=delivery.drain_forever, args=(stop,), daemon=True, name="spool-drain")
+    drain.start()
+    tasks = [asyncio.create_task(run_source(s, delivery), name=s.source_id) for s in sources]
+    try:
+        if stop_event is not None:
+            await stop_event.wait()
+        else:
+            await asyncio.gather(*tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for s in sources:
+            await s.close()
+        stop.set()
+        drain.join(timeout=10)
+
+
+async def check(sources: list[Source]) -> int:
+    ok = True
+    for s in sources:
+        try:
+            rep = await asyncio.wait_for(s.check(), timeout=30)
+        except Exception as exc:
+            print(f"{s.source_id}: FAILED {exc}")
+            ok = False
+            continue
+        print(f"{rep.source_id}: {'ok' if rep.ok else 'FAILED'} {rep.detail}")
+        for m in rep.machines:
+            print(f"  - {m}")
+        ok = ok and rep.ok
+    return 0 if ok else 1
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    sources_path = Path(args.sources) if getattr(args, "sources", None) else settings.sources_file
+    try:
+        plant = load_plant_model(settings.plant_file)
+        cfg = load_sources_file(sources_path)
+        sources = [build_source(c, plant) for c in cfg.sources]
+    except ValueError as exc:
+        print(f"andon collect: {exc}")
+        return 1
+    if not sources:
+        print(f"andon collect: no sources in {sources_path}")
+        return 1
+    if getattr(args, "check", False):
+        return asyncio.run(check(sources))
+    pool = db.make_pool(settings.database_url, 1, 4)
+    writer = EventWriter(pool)
+    spool = Spool(settings.spool_dir, settings.spool_max_bytes)
+    delivery = Delivery(writer, spool, pool)
+    port = getattr(args, "metrics_port", None) or 9108
+    start_http_server(port, addr="127.0.0.1")
+    log.info("collector: %d sources; metrics on 127.0.0.1:%d/metrics", len(sources), port)
+
+    async def _main() -> None:
+        stop_event = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop_event.set)
+        await run(sources, delivery, stop_event)
+
+    try:
+        asyncio.run(_main())
+    finally:
+        spool.close()
+        pool.close()
+    return 0
