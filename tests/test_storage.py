@@ -180,6 +180,8 @@ def _check_against_brute_force(conn, ctx, events, start, end, now):
             assert getattr(row, col) == pytest.approx(secs[col], abs=1e-3), (row.period_start, col)
         assert (row.total_count, row.reject_count) == (total, reject)
         assert row.ideal_time_s == pytest.approx(ideal_time)
+        stop_secs = row.s_idle + row.s_planned_stop + row.s_setup + row.s_unplanned_stop
+        assert row.s_stop_planned + row.s_stop_small + row.s_stop_breakdown == pytest.approx(stop_secs, abs=1e-3)
         length = (row.period_end - row.period_start).total_seconds()
         assert sum(getattr(row, c) for c in SECONDS_COLS) == pytest.approx(length, abs=1e-3)
     return df
@@ -303,3 +305,53 @@ def test_no_data_after_heartbeat_is_offline(fresh_db_url):
         assert states.set_index("machine").loc["L1-M3", "state"] == "offline"
         live = queries.current_states(conn, ctx, now=T0 + dt.timedelta(seconds=hb / 2))
         assert live.set_index("machine").loc["L1-M3", "state"] == "running"
+
+
+def test_stop_classes_in_rollups_follow_duration_and_reason(fresh_db_url):
+    pool = db.make_pool(fresh_db_url)
+    now = T0 + dt.timedelta(days=1)
+    try:
+        writer = EventWriter(pool)
+        writer.write([
+            StateChange("L1-M4", at(0), MachineState.RUNNING, "t"),
+            StateChange("L1-M4", at(600), MachineState.UNPLANNED_STOP, "t"),  # 60 s: small stop
+            StateChange("L1-M4", at(660), MachineState.RUNNING, "t"),
+            StateChange("L1-M4", at(1200), MachineState.UNPLANNED_STOP, "t"),  # 300 s: breakdown
+            StateChange("L1-M4", at(1500), MachineState.RUNNING, "t"),
+            StateChange("L1-M4", at(1800), MachineState.SETUP, "t"),  # 200 s: planned by state
+            StateChange("L1-M4", at(2000), MachineState.RUNNING, "t"),
+            StateChange("L1-M4", at(2400), MachineState.UNPLANNED_STOP, "t"),  # 500 s, later given a planned reason
+            StateChange("L1-M4", at(2900), MachineState.RUNNING, "t"),
+            StateChange("L1-M4", at(7200), MachineState.RUNNING, "t"),
+        ])
+        with psycopg.connect(fresh_db_url) as conn:
+            ctx = rollups.load_context(conn)
+            queries.ensure_fresh(conn, ctx, now=now)
+
+            def classes():
+                df = queries.periods(conn, ctx, ["L1-M4"], T0, T0 + dt.timedelta(hours=2), now=now)
+                return tuple(round(df[c].sum(), 6) for c in ("s_stop_planned", "s_stop_small", "s_stop_breakdown"))
+
+            assert classes() == (200.0, 60.0, 800.0)
+            from andon.storage import downtime
+
+            stop_id = conn.execute("select id from downtime where start_ts = %s", (at(2400),)).fetchone()[0]
+            downtime.set_reason(conn, stop_id, "bob", reason_code="planned-maintenance", comment="PM moved up")
+            queries.ensure_fresh(conn, ctx, now=now)
+            assert classes() == (700.0, 60.0, 300.0)
+            audit = downtime.audit(conn, stop_id)
+            assert audit[-1]["by"] == "bob" and audit[-1]["new"]["reason_code"] == "planned-maintenance"
+            with pytest.raises(downtime.DowntimeEditError, match="unknown reason code"):
+                downtime.set_reason(conn, stop_id, "bob", reason_code="no-such-reason")
+            # Split the breakdown into two causes; each part keeps its own reason.
+            bd = conn.execute("select id from downtime where start_ts = %s", (at(1200),)).fetchone()[0]
+            first, second = downtime.split_stop(conn, ctx, bd, at(1300), "carol", now=now)
+            downtime.set_reason(conn, second, "carol", reason_code="material-missing")
+            df = queries.stops(conn, ctx, ["L1-M4"], T0, now)
+            parts = df[df.start_ts.isin([at(1200), at(1300)])]
+            assert list(zip(parts.start_ts, parts.end_ts, parts.reason_code, strict=True)) == [
+                (at(1200), at(1300), None), (at(1300), at(1500), "material-missing")]
+            with pytest.raises(downtime.DowntimeEditError, match="not inside the stop"):
+                downtime.split_stop(conn, ctx, first, at(5000), "carol", now=now)
+    finally:
+        pool.close()

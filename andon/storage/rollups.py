@@ -22,9 +22,10 @@ from andon.storage.plant_sync import current_plant_model
 
 log = logging.getLogger(__name__)
 UTC = dt.UTC
+STOP_CLASS_COLUMNS = ["s_stop_planned", "s_stop_small", "s_stop_breakdown"]
 ROLLUP_COLUMNS = [
     "machine", "period_start", "period_end", "calendar_kind", "shift_key", *timeline.STATE_COLUMNS,
-    "total_count", "reject_count", "startup_rejects", "ideal_time_s",
+    "total_count", "reject_count", "startup_rejects", "ideal_time_s", *STOP_CLASS_COLUMNS,
 ]
 
 
@@ -39,6 +40,7 @@ class MachineContext:
     fault_map: dict[str, str]
     heartbeat_s: float
     startup_window_s: float
+    small_stop_threshold_s: float
 
     def ideal_for(self, product: str | None) -> float:
         return self.products.get(product, self.ideal_cycle_s) if product else self.ideal_cycle_s
@@ -66,6 +68,7 @@ def load_context(conn: psycopg.Connection) -> PlantContext:
                     num=nums[m.id], id=m.id, calendar=site.calendar, tz=site.tz, ideal_cycle_s=m.ideal_cycle_s,
                     products=dict(m.products), fault_map=dict(m.fault_map),
                     heartbeat_s=model.settings.heartbeat_timeout_s, startup_window_s=model.settings.startup_window_s,
+                    small_stop_threshold_s=model.settings.small_stop_threshold_s,
                 )
     return PlantContext(model, ctx, {c.id: c for c in ctx.values()})
 
@@ -154,12 +157,40 @@ def compute_periods(
         grid, raw.state_ts, raw.state_codes, raw.initial_state, horizon, raw.count_ts, raw.count_total,
         raw.count_reject, raw.count_ideal, m.startup_window_s, raw.startup_since,
     )
+    classes = timeline.integrate_spans(grid, stop_class_spans(conn, m, start, end, horizon),
+                                       len(timeline.STOP_CLASSES))
     n = timeline.N_STATES
     return [
         (m.num, p.start, p.end, p.calendar_kind, p.shift_key, *map(float, row[:n]), int(row[n]), int(row[n + 1]),
-         int(row[n + 2]), float(row[n + 3]))
-        for p, row in zip(grid, sums, strict=True)
+         int(row[n + 2]), float(row[n + 3]), *map(float, cls))
+        for p, row, cls in zip(grid, sums, classes, strict=True)
     ]
+
+
+def stop_class_spans(conn: psycopg.Connection, m: MachineContext, start: dt.datetime, end: dt.datetime,
+                     horizon: dt.datetime | None) -> list[tuple[dt.datetime, dt.datetime, int]]:
+    """The stops overlapping [start, end) as (start, end, class) spans, classified by their effective
+    reason (manual, else automatic) and full duration; an ongoing stop ends at the horizon."""
+    rows = conn.execute(
+        """
+        select d.start_ts, d.end_ts, d.state, r.planned
+        from downtime d left join reasons r on r.code = coalesce(d.reason_code, d.auto_reason)
+        where d.machine = %s and d.start_ts < %s and (d.end_ts is null or d.end_ts > %s)
+        order by d.start_ts
+        """,
+        (m.num, end, start),
+    ).fetchall()
+    spans = []
+    for a, b, state, planned in rows:
+        if b is None:
+            if horizon is None:
+                continue
+            b = horizon
+        if b <= a:
+            continue
+        cls = timeline.stop_class(state, planned, (b - a).total_seconds(), m.small_stop_threshold_s)
+        spans.append((a, b, cls))
+    return spans
 
 
 # --- refresh -----------------------------------------------------------------------------------------
@@ -197,9 +228,18 @@ def refresh(conn: psycopg.Connection, ctx: PlantContext | None = None, now: dt.d
             ).fetchall()
             dirty_from = min((r[0] for r in claimed), default=None)
             stats.machines += 1
-            stats.periods_written += _refresh_rollups(conn, m, covered_to, last_seen, dirty_from, now)
+            # Stops first: the rollups classify stop seconds by the stops' reasons and durations.
             if dirty_from is not None:
                 stats.stops_written += _refresh_downtime(conn, m, dirty_from, last_seen)
+                # A stop whose end arrived now may change class (small -> breakdown) back to its start.
+                stop_start = conn.execute(
+                    "select min(start_ts) from downtime where machine = %s and start_ts <= %s "
+                    "and (end_ts is null or end_ts >= %s)",
+                    (num, dirty_from, dirty_from),
+                ).fetchone()[0]
+                if stop_start is not None and stop_start < dirty_from:
+                    dirty_from = stop_start
+            stats.periods_written += _refresh_rollups(conn, m, covered_to, last_seen, dirty_from, now)
     return stats
 
 
@@ -248,8 +288,11 @@ def _refresh_downtime(conn: psycopg.Connection, m: MachineContext, dirty_from: d
     first = _first_event(conn, m.num)
     if first is None:
         return 0
+    # (A stop part that begins at a manual split point does not begin at a state change: skip those.)
     latest_stop = conn.execute(
-        "select max(start_ts) from downtime where machine = %s and start_ts <= %s", (m.num, dirty_from)
+        "select max(start_ts) from downtime d where machine = %s and start_ts <= %s and not exists "
+        "(select 1 from downtime_splits s where s.machine = d.machine and s.at = d.start_ts)",
+        (m.num, dirty_from),
     ).fetchone()[0]
     start = latest_stop or first
     # Start from the state change that opened the stop at `start` (or earlier same-state events).
@@ -259,8 +302,10 @@ def _refresh_downtime(conn: psycopg.Connection, m: MachineContext, dirty_from: d
         (m.num, start),
     ).fetchall()
     horizon = last_seen + dt.timedelta(seconds=m.heartbeat_s)
+    splits = [r[0] for r in conn.execute(
+        "select at from downtime_splits where machine = %s and at > %s", (m.num, start)).fetchall()]
     derived = timeline.derive_stops(
-        [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows], horizon
+        [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows], horizon, splits
     )
     existing = {
         r[0]: r

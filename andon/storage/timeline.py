@@ -197,10 +197,12 @@ def derive_stops(
     fault_codes: list[str | None],
     reason_codes: list[str | None],
     horizon: dt.datetime | None,
+    splits: list[dt.datetime] | None = None,
 ) -> list[Stop]:
     """Maximal runs of one stop state (idle, planned stop, setup, unplanned stop). Repeated events of the
     same state extend the stop and keep the first-out fault code; a stop still going on at the horizon
-    ends there if data stopped coming (the rest is "no data"), else stays open (end None)."""
+    ends there if data stopped coming (the rest is "no data"), else stays open (end None). A manual split
+    point inside a stop cuts it in two (a person said it had two causes)."""
     stops: list[Stop] = []
     cur: Stop | None = None
     for t, code, fault, reason in zip(state_ts, state_codes, fault_codes, reason_codes, strict=True):
@@ -216,7 +218,18 @@ def derive_stops(
     if cur is not None:
         end = horizon if horizon is not None and horizon > cur.start else None
         stops.append(Stop(cur.start, end, cur.state, cur.fault_code, cur.reason_code))
-    return stops
+    if not splits:
+        return stops
+    out: list[Stop] = []
+    cuts = sorted(splits)
+    for stop in stops:
+        a = stop.start
+        for c in cuts:
+            if a < c and (stop.end is None or c < stop.end):
+                out.append(Stop(a, c, stop.state, stop.fault_code, stop.reason_code))
+                a = c
+        out.append(Stop(a, stop.end, stop.state, stop.fault_code, stop.reason_code))
+    return out
 
 
 def map_fault(fault_map: dict[str, str], fault_code: str | None, reason_code: str | None) -> str | None:
@@ -235,3 +248,46 @@ def map_fault(fault_map: dict[str, str], fault_code: str | None, reason_code: st
         ):
             best = (pattern, reason)
     return best[1] if best else None
+
+
+STOP_CLASSES = ("planned", "small", "breakdown")
+PLANNED_STATE_CODES = {STATE_CODES[MachineState.PLANNED_STOP], STATE_CODES[MachineState.SETUP]}
+
+
+def stop_class(state: int, reason_planned: bool | None, duration_s: float, small_stop_threshold_s: float) -> int:
+    """0 planned, 1 small stop, 2 breakdown. A stop is planned by its reason when it has one, else by its
+    state (planned stop, setup); an unplanned stop is small when its FULL duration is below the threshold
+    (so the class never depends on the query window)."""
+    planned = reason_planned if reason_planned is not None else state in PLANNED_STATE_CODES
+    if planned:
+        return 0
+    return 1 if duration_s < small_stop_threshold_s else 2
+
+
+def integrate_spans(periods: list[Period], spans: list[tuple[dt.datetime, dt.datetime, int]], n_classes: int
+                    ) -> np.ndarray:
+    """Seconds of each class inside each period, for non-overlapping spans (start, end, class)."""
+    out = np.zeros((len(periods), n_classes))
+    if not periods or not spans:
+        return out
+    base = periods[0].start
+    p_start = np.array([_secs(p.start, base) for p in periods])
+    p_end = np.array([_secs(p.end, base) for p in periods])
+    for k in range(n_classes):
+        mine = sorted((_secs(a, base), _secs(b, base)) for a, b, c in spans if c == k and b > a)
+        if not mine:
+            continue
+        s = np.array([a for a, _ in mine])
+        e = np.array([b for _, b in mine])
+        length = e - s
+        cum = np.concatenate([[0.0], np.cumsum(length)])
+
+        def covered(t: np.ndarray, s: np.ndarray = s, length: np.ndarray = length, cum: np.ndarray = cum
+                    ) -> np.ndarray:
+            j = np.searchsorted(s, t, side="right") - 1
+            jj = np.clip(j, 0, None)
+            part = np.clip(t - s[jj], 0.0, length[jj])
+            return np.where(j >= 0, cum[jj] + part, 0.0)
+
+        out[:, k] = covered(p_end) - covered(p_start)
+    return out
