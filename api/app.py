@@ -14,7 +14,8 @@ from andon.settings import Settings, get_settings
 from andon.storage import db, rollups
 from api import problems
 from api.deps import AppState
-from api.routers import health, machines, plant
+from api.routers import downtime, health, live, machines, oee, plant, reliability
+from dashboards import web
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ def create_app(settings: Settings | None = None, refresh_interval_s: float = 5.0
     app = FastAPI(title="Andon", version=__version__, lifespan=lifespan,
                   description="Equipment reliability, OEE and JIT readiness for Just-in-Time lines.")
     problems.install(app)
-    for r in (health.router, plant.router, machines.router):
+    for r in (health.router, plant.router, machines.router, oee.router, downtime.router, reliability.router,
+              live.router):
         app.include_router(r)
+    web.install(app)
     return app

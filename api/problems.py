@@ -41,6 +41,12 @@ def install(app: FastAPI) -> None:
     async def _value(request: Request, exc: ValueError) -> JSONResponse:
         return problem(400, str(exc), request)
 
+    from andon.storage.downtime import DowntimeEditError
+
+    @app.exception_handler(DowntimeEditError)
+    async def _edit(request: Request, exc: DowntimeEditError) -> JSONResponse:
+        return problem(422, str(exc), request)
+
     @app.exception_handler(KeyError)
     async def _key(request: Request, exc: KeyError) -> JSONResponse:
         return problem(404, f"not found: {exc.args[0] if exc.args else exc}", request)

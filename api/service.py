@@ -1,0 +1,59 @@
+"""Glue between storage and the analytics core for the API: load the frames for a window, call the
+pure functions, shape the answers. No SQL here (storage has it) and no arithmetic (analytics has it)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pandas as pd
+import psycopg
+
+import analytics
+from andon.plant import Line
+from andon.storage import queries
+from andon.storage.rollups import PlantContext
+
+
+def policy(ctx: PlantContext) -> analytics.OeePolicy:
+    return analytics.OeePolicy.from_settings(ctx.model.settings)
+
+
+def line_or_404(ctx: PlantContext, line_id: str) -> Line:
+    try:
+        return ctx.model.line(line_id)
+    except KeyError:
+        raise KeyError(f"line {line_id!r}") from None
+
+
+def machine_ids_or_404(ctx: PlantContext, ids: list[str]) -> list[str]:
+    unknown = [i for i in ids if i not in ctx.by_id]
+    if unknown:
+        raise KeyError(f"machine {unknown[0]!r}")
+    return ids
+
+
+def tz_of_line(ctx: PlantContext, line_id: str):
+    return ctx.model.site_of_line(line_id).tz
+
+
+def tz_of_machine(ctx: PlantContext, machine_id: str):
+    return ctx.model.site_of_machine(machine_id).tz
+
+
+def load(conn: psycopg.Connection, ctx: PlantContext, machine_ids: list[str], start: dt.datetime,
+         end: dt.datetime, now: dt.datetime, with_stops: bool = True) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    queries.ensure_fresh(conn, ctx, now)
+    periods = queries.periods(conn, ctx, machine_ids, start, end, now=now)
+    stops = queries.stops(conn, ctx, machine_ids, start, end) if with_stops else None
+    return periods, stops
+
+
+def oee_answer(periods: pd.DataFrame, stops: pd.DataFrame | None, ctx: PlantContext, now: dt.datetime,
+               bucket: str | None, tz) -> dict[str, Any]:
+    pol = policy(ctx)
+    total = analytics.compute_oee(periods, stops, pol, now)
+    out: dict[str, Any] = {"oee": total.to_dict()}
+    if bucket:
+        out["buckets"] = [b.to_dict() for b in analytics.oee_series(periods, stops, pol, bucket, str(tz), now)]
+    return out
