@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     database_url: str = Field(
         default="postgresql://postgres@127.0.0.1:5432/andon", description="PostgreSQL/TimescaleDB URL"
     )
+    database_read_url: str | None = Field(
+        default=None, description="optional streaming replica for the API's reads (writes go to database_url)"
+    )
     plant_file: Path = Field(default=REPO_ROOT / "config" / "plant.yaml", description="plant model file")
     sources_file: Path = Field(default=REPO_ROOT / "config" / "sources.yaml", description="collector sources")
     api_host: str = Field(default="127.0.0.1", description="bind address; loopback unless told otherwise")

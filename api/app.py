@@ -38,7 +38,9 @@ def create_app(settings: Settings | None = None, refresh_interval_s: float = 5.0
         with db.connect(settings.database_url) as conn:
             db.check_schema(conn)
         pool = db.make_pool(settings.database_url, settings.pool_min_size, settings.pool_max_size)
-        state = AppState(pool)
+        read_pool = (db.make_pool(settings.database_read_url, settings.pool_min_size, settings.pool_max_size)
+                     if settings.database_read_url else None)
+        state = AppState(pool, read_pool)
         app.state.andon = state
         stop = threading.Event()
         worker = threading.Thread(target=_refresher, args=(state, stop, refresh_interval_s), daemon=True)
@@ -49,6 +51,8 @@ def create_app(settings: Settings | None = None, refresh_interval_s: float = 5.0
             stop.set()
             worker.join(timeout=10)
             pool.close()
+            if read_pool is not None:
+                read_pool.close()
 
     app = FastAPI(title="Andon", version=__version__, lifespan=lifespan,
                   description="Equipment reliability, OEE and JIT readiness for Just-in-Time lines.")

@@ -32,8 +32,9 @@ class Principal:
 class AppState:
     """What the app holds for its lifetime (one per process)."""
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionPool, read_pool: ConnectionPool | None = None) -> None:
         self.pool = pool
+        self.read_pool = read_pool or pool
         self._ctx: PlantContext | None = None
         self._ctx_version: int | None = None
         self._ctx_checked = 0.0
@@ -63,6 +64,12 @@ def app_state(request: Request) -> AppState:
 
 def get_conn(state: AppState = Depends(app_state)) -> Iterator[psycopg.Connection]:
     with state.pool.connection() as conn:
+        yield conn
+
+
+def get_read_conn(state: AppState = Depends(app_state)) -> Iterator[psycopg.Connection]:
+    """For read-only routes: the replica when one is configured."""
+    with state.read_pool.connection() as conn:
         yield conn
 
 

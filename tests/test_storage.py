@@ -224,6 +224,18 @@ def test_rollups_equal_raw_data_and_any_window_adds_up(fresh_db_url):
         for c in cols:
             assert day[c].sum() == pytest.approx(summed[c], abs=1e-6)
         assert full[cols].sum()["total_count"] == sum(e.total for e in events if isinstance(e, ProductionCount))
+        # The rollups' stop classes agree with the analytics core classifying the stop list itself.
+        import analytics
+        from analytics.ledger import PRECLASSIFIED_COLUMNS
+
+        policy = analytics.OeePolicy.from_settings(ctx.model.settings)
+        for frame, (a, b) in ((full, (T0, T0 + dt.timedelta(days=6))),
+                              (odd, (odd.period_start.iloc[0], odd.period_end.iloc[-1]))):
+            stop_frame = queries.stops(conn, ctx, ["L1-M2"], a, b)
+            from_stops = analytics.compute_oee(frame.drop(columns=list(PRECLASSIFIED_COLUMNS)), stop_frame, policy, now)
+            from_rollups = analytics.compute_oee(frame, None, policy, now)
+            for name, value in from_stops.totals.to_dict().items():
+                assert getattr(from_rollups.totals, name) == pytest.approx(value, abs=1e-3), name
 
 
 def test_late_out_of_order_events_correct_rollups_and_stops(fresh_db_url):

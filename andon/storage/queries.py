@@ -35,8 +35,12 @@ def ensure_fresh(conn: psycopg.Connection, ctx: PlantContext, now: dt.datetime |
     pending = conn.execute("select exists (select 1 from rollup_dirty)").fetchone()[0]
     conn.commit()
     if pending:
-        rollups.refresh(conn, ctx, now)
-        conn.commit()
+        try:
+            rollups.refresh(conn, ctx, now)
+            conn.commit()
+        except psycopg.errors.ReadOnlySqlTransaction:
+            # A read replica: the primary's background refresher keeps rollups current.
+            conn.rollback()
 
 
 def periods(

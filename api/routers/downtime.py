@@ -12,10 +12,10 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 import analytics
-from andon.storage import downtime, queries
+from andon.storage import downtime
 from andon.storage.rollups import PlantContext
 from api import service, windows
-from api.deps import AppState, Principal, app_state, get_conn, get_plant, maintainer, viewer
+from api.deps import AppState, Principal, app_state, get_conn, get_plant, get_read_conn, maintainer, viewer
 
 router = APIRouter(prefix="/api/v1/downtime", tags=["downtime"])
 
@@ -32,10 +32,10 @@ def _scope(ctx: PlantContext, line: str | None, machine: str | None) -> tuple[li
 
 
 def _json(v: Any) -> Any:
-    if v is None or (isinstance(v, float) and v != v):
+    if v is None or v is pd.NaT or (isinstance(v, float) and v != v):
         return None
     if isinstance(v, pd.Timestamp):
-        return None if pd.isna(v) else v.isoformat()
+        return v.isoformat()
     if hasattr(v, "item"):
         return v.item()
     return v
@@ -46,7 +46,7 @@ def _records(df: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
     return [{c: _json(r[c]) for c in cols} for r in df[cols].to_dict("records")]
 
 
-STOP_FIELDS = ["stop_id", "machine", "start_ts", "end_ts", "ongoing", "duration_s", "window_s", "state",
+STOP_FIELDS = ["stop_id", "machine", "start_ts", "end_ts", "ongoing", "duration_s", "window_s", "scheduled_s", "state",
                "reason_code", "category", "loss", "stop_class", "needs_reason", "fault_code", "comment", "manual",
                "set_by", "set_at", "shift_key"]
 
@@ -57,14 +57,14 @@ def list_stops(
     window: str | None = Query(None, description="today, yesterday, week, 8h, 7d ..."),
     unassigned: bool = Query(False, description="only stops that need a reason"),
     limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
-    _: Principal = Depends(viewer), conn: psycopg.Connection = Depends(get_conn),
+    _: Principal = Depends(viewer), conn: psycopg.Connection = Depends(get_read_conn),
     ctx: PlantContext = Depends(get_plant),
 ) -> dict[str, Any]:
     ids, tz = _scope(ctx, line, machine)
     now = dt.datetime.now(dt.UTC)
     a, b = windows.resolve(start, end, window or (None if start else "24h"), tz, now, windows.MAX_LIST_DAYS)
-    queries.ensure_fresh(conn, ctx, now)
-    frame = analytics.stop_list(queries.stops(conn, ctx, ids, a, b), service.policy(ctx), a, b, now)
+    periods, stops = service.load(conn, ctx, ids, a, b, now)
+    frame = analytics.stop_list(stops, service.policy(ctx), a, b, now, periods)
     if unassigned:
         frame = analytics.unassigned_stops(frame)
     else:
@@ -81,17 +81,19 @@ def pareto(
     window: str | None = None,
     include_small_stops: bool = Query(True, description="include stops below the small-stop threshold"),
     include_planned: bool = Query(False, description="include planned stops (setups, planned maintenance)"),
-    _: Principal = Depends(viewer), conn: psycopg.Connection = Depends(get_conn),
+    _: Principal = Depends(viewer), conn: psycopg.Connection = Depends(get_read_conn),
     ctx: PlantContext = Depends(get_plant),
 ) -> dict[str, Any]:
     ids, tz = _scope(ctx, line, machine)
     now = dt.datetime.now(dt.UTC)
     a, b = windows.resolve(start, end, window or (None if start else "7d"), tz, now)
-    queries.ensure_fresh(conn, ctx, now)
-    frame = analytics.stop_list(queries.stops(conn, ctx, ids, a, b), service.policy(ctx), a, b, now)
+    periods, stops = service.load(conn, ctx, ids, a, b, now)
+    frame = analytics.stop_list(stops, service.policy(ctx), a, b, now, periods)
     classes = ("breakdown",) + (("small_stop",) if include_small_stops else ()) + (
         ("planned",) if include_planned else ())
-    table = analytics.pareto(frame, by, stop_classes=classes)
+    # Stop time inside scheduled time only: idling through a break is not a loss.
+    frame = frame[frame["scheduled_s"] > 0]
+    table = analytics.pareto(frame, by, measure="scheduled_s", stop_classes=classes)
     return {"start": a, "end": b, "by": by, "stop_classes": list(classes),
             "rows": _records(table, ["key", "count", "duration_s", "share", "cumulative_share"])}
 
@@ -139,5 +141,5 @@ def split_stop(stop_id: int, body: StopSplit, who: Principal = Depends(maintaine
 
 @router.get("/{stop_id}/audit", summary="Who changed what on a stop, and when")
 def stop_audit(stop_id: int, _: Principal = Depends(viewer),
-               conn: psycopg.Connection = Depends(get_conn)) -> list[dict[str, Any]]:
+               conn: psycopg.Connection = Depends(get_read_conn)) -> list[dict[str, Any]]:
     return downtime.audit(conn, stop_id)

@@ -41,7 +41,7 @@ def line_today(state: AppState, line_id: str) -> dict[str, Any]:
         line = service.line_or_404(ctx, line_id)
         ids = [m.id for m in line.machines_in_order]
         a, b = windows.resolve(None, None, "today", service.tz_of_line(ctx, line_id), now)
-        periods, stops = service.load(conn, ctx, ids, a, b, now)
+        periods, stops = service.load(conn, ctx, ids, a, b, now, with_stops=False)
         pol = service.policy(ctx)
         result = analytics.line_oee(periods, stops, pol, analytics.LineSpec.from_line(line), None, "bottleneck", now)
     def factors(o: analytics.OeeResult) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import analytics
 from andon.storage import queries
 from andon.storage.rollups import PlantContext
 from api import service, windows
-from api.deps import Principal, get_conn, get_plant, viewer
+from api.deps import Principal, get_plant, get_read_conn, viewer
 
 router = APIRouter(prefix="/api/v1", tags=["oee"])
 Bucket = Literal["hour", "shift", "day", "week"]
@@ -28,14 +28,14 @@ BUCKET = Query(None, description="also return a time series in these buckets")
 @router.get("/machines/{machine_id}/oee", summary="OEE of one machine over a window, optionally in buckets")
 def machine_oee(
     machine_id: str, start: str | None = START, end: str | None = END, window: str | None = WINDOW,
-    bucket: Bucket | None = BUCKET, _: Principal = Depends(viewer), conn: psycopg.Connection = Depends(get_conn),
+    bucket: Bucket | None = BUCKET, _: Principal = Depends(viewer), conn: psycopg.Connection = Depends(get_read_conn),
     ctx: PlantContext = Depends(get_plant),
 ) -> dict[str, Any]:
     service.machine_ids_or_404(ctx, [machine_id])
     now = dt.datetime.now(dt.UTC)
     tz = service.tz_of_machine(ctx, machine_id)
     a, b = windows.resolve(start, end, window, tz, now)
-    periods, stops = service.load(conn, ctx, [machine_id], a, b, now)
+    periods, stops = service.load(conn, ctx, [machine_id], a, b, now, with_stops=False)
     return {"machine": machine_id, "start": a, "end": b, **service.oee_answer(periods, stops, ctx, now, bucket, tz)}
 
 
@@ -45,7 +45,7 @@ def line_oee(
     line_id: str, start: str | None = START, end: str | None = END, window: str | None = WINDOW,
     bucket: Bucket | None = BUCKET,
     basis: Literal["bottleneck", "takt"] = Query("bottleneck", description="line ideal rate from"),
-    _: Principal = Depends(viewer), conn: psycopg.Connection = Depends(get_conn),
+    _: Principal = Depends(viewer), conn: psycopg.Connection = Depends(get_read_conn),
     ctx: PlantContext = Depends(get_plant),
 ) -> dict[str, Any]:
     line = service.line_or_404(ctx, line_id)
@@ -53,7 +53,7 @@ def line_oee(
     now = dt.datetime.now(dt.UTC)
     tz = service.tz_of_line(ctx, line_id)
     a, b = windows.resolve(start, end, window, tz, now)
-    periods, stops = service.load(conn, ctx, ids, a, b, now)
+    periods, stops = service.load(conn, ctx, ids, a, b, now, with_stops=False)
     pol = service.policy(ctx)
     intervals = None
     if b - a <= dt.timedelta(days=ATTRIBUTION_MAX_DAYS):
@@ -75,7 +75,7 @@ def line_oee(
 @router.get("/sites/{site_id}/oee", summary="Every machine of a site rolled up (sums of times and counts)")
 def site_oee(
     site_id: str, start: str | None = START, end: str | None = END, window: str | None = WINDOW,
-    _: Principal = Depends(viewer), conn: psycopg.Connection = Depends(get_conn),
+    _: Principal = Depends(viewer), conn: psycopg.Connection = Depends(get_read_conn),
     ctx: PlantContext = Depends(get_plant),
 ) -> dict[str, Any]:
     site = next((s for s in ctx.model.sites if s.id == site_id), None)
@@ -84,12 +84,11 @@ def site_oee(
     now = dt.datetime.now(dt.UTC)
     a, b = windows.resolve(start, end, window, site.tz, now)
     ids = [m.id for line in site.lines for m in line.machines_in_order]
-    periods, stops = service.load(conn, ctx, ids, a, b, now)
+    periods, stops = service.load(conn, ctx, ids, a, b, now, with_stops=False)
     pol = service.policy(ctx)
     by_line = {}
     for line in site.lines:
         mine = [m.id for m in line.machines]
-        by_line[line.id] = analytics.compute_oee(periods[periods.machine.isin(mine)],
-                                                 stops[stops.machine.isin(mine)], pol, now).to_dict()
+        by_line[line.id] = analytics.compute_oee(periods[periods.machine.isin(mine)], None, pol, now).to_dict()
     return {"site": site_id, "start": a, "end": b, "oee": analytics.compute_oee(periods, stops, pol, now).to_dict(),
             "lines": by_line}

@@ -14,7 +14,7 @@ from analytics.machine_reliability import FailurePolicy
 from andon.storage import queries
 from andon.storage.rollups import PlantContext
 from api import service, windows
-from api.deps import Principal, get_conn, get_plant, viewer
+from api.deps import Principal, get_plant, get_read_conn, viewer
 
 router = APIRouter(prefix="/api/v1", tags=["reliability", "reports"])
 RELIABILITY_MAX_DAYS = 400
@@ -25,7 +25,7 @@ RELIABILITY_MAX_DAYS = 400
 def machine_reliability(
     machine_id: str, start: str | None = None, end: str | None = None,
     window: str | None = Query(None, description="named window, default 90d"),
-    _: Principal = Depends(viewer), conn: psycopg.Connection = Depends(get_conn),
+    _: Principal = Depends(viewer), conn: psycopg.Connection = Depends(get_read_conn),
     ctx: PlantContext = Depends(get_plant),
 ) -> dict[str, Any]:
     service.machine_ids_or_404(ctx, [machine_id])
@@ -45,7 +45,7 @@ def shift_report(
     line_id: str, start: str | None = None, end: str | None = None,
     window: str | None = Query(None, description="named window, default yesterday"),
     format: Literal["json", "csv"] = "json",
-    _: Principal = Depends(viewer), conn: psycopg.Connection = Depends(get_conn),
+    _: Principal = Depends(viewer), conn: psycopg.Connection = Depends(get_read_conn),
     ctx: PlantContext = Depends(get_plant),
 ) -> Any:
     line = service.line_or_404(ctx, line_id)
