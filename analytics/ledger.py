@@ -275,7 +275,11 @@ def build_ledger(
         col("s_setup"),
         col("s_unplanned_stop"),
     )
-    all_time = (to_ns(p["period_end"]) - to_ns(p["period_start"])) / 1e9
+    # Grouped rows (storage's day/shift grain) cover non-contiguous periods: they carry their length.
+    if "period_s" in p.columns:
+        all_time = p["period_s"].to_numpy(dtype=float)
+    else:
+        all_time = (to_ns(p["period_end"]) - to_ns(p["period_start"])) / 1e9
     kind = p["calendar_kind"].to_numpy()
     unknown = set(pd.unique(kind)) - set(CALENDAR_KINDS)
     if unknown:
@@ -317,7 +321,7 @@ def build_ledger(
     ledger["iso_adet_s"] = np.where(production, unplanned_state + starved + blocked, zero)
     ledger["iso_adot_s"] = np.where(production, idle, zero)
     ledger["iso_pdot_s"] = np.where(production, planned_state, np.where(iso_scheduled, calendar_planned_stop_s, zero))
-    base = p.drop(columns=[c for c in (*LEDGER_TIME_COLUMNS, *PRECLASSIFIED_COLUMNS) if c in p.columns])
+    base = p.drop(columns=[c for c in (*LEDGER_TIME_COLUMNS, *PRECLASSIFIED_COLUMNS, "period_s") if c in p.columns])
     for name in COUNT_COLUMNS:
         base[name] = base[name].astype(float)
     return pd.concat([base, ledger[list(LEDGER_TIME_COLUMNS)]], axis=1)

@@ -41,10 +41,16 @@ def tz_of_machine(ctx: PlantContext, machine_id: str):
     return ctx.model.site_of_machine(machine_id).tz
 
 
+def grain_for(bucket: str | None) -> str | None:
+    """The coarsest stored rows that still answer the buckets exactly."""
+    return {None: "day", "day": "day", "week": "day", "shift": "shift", "hour": None}[bucket]
+
+
 def load(conn: psycopg.Connection, ctx: PlantContext, machine_ids: list[str], start: dt.datetime,
-         end: dt.datetime, now: dt.datetime, with_stops: bool = True) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+         end: dt.datetime, now: dt.datetime, with_stops: bool = True, grain: str | None = None
+         ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     queries.ensure_fresh(conn, ctx, now)
-    periods = queries.periods(conn, ctx, machine_ids, start, end, now=now)
+    periods = queries.periods(conn, ctx, machine_ids, start, end, now=now, grain=grain)
     stops = queries.stops(conn, ctx, machine_ids, start, end) if with_stops else None
     return periods, stops
 

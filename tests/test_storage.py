@@ -224,6 +224,14 @@ def test_rollups_equal_raw_data_and_any_window_adds_up(fresh_db_url):
         for c in cols:
             assert day[c].sum() == pytest.approx(summed[c], abs=1e-6)
         assert full[cols].sum()["total_count"] == sum(e.total for e in events if isinstance(e, ProductionCount))
+        # Coarser stored rows (per day, per shift) give the same sums and the same OEE.
+        a, b = odd.period_start.iloc[0], odd.period_end.iloc[-1]
+        for grain in ("day", "shift"):
+            coarse = queries.periods(conn, ctx, ["L1-M2"], a, b, now=now, grain=grain)
+            assert len(coarse) < len(odd) / 3
+            assert coarse["period_s"].sum() == pytest.approx((b - a).total_seconds())
+            for c in cols:
+                assert coarse[c].sum() == pytest.approx(odd[c].sum(), abs=1e-6), (grain, c)
         # The rollups' stop classes agree with the analytics core classifying the stop list itself.
         import analytics
         from analytics.ledger import PRECLASSIFIED_COLUMNS

@@ -19,7 +19,6 @@ from andon.storage import rollups, timeline
 from andon.storage.rollups import PlantContext
 
 UTC = dt.UTC
-PERIOD_COLUMNS = [c if c != "machine" else "machine" for c in rollups.ROLLUP_COLUMNS]
 
 
 def _check_window(start: dt.datetime, end: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
@@ -43,35 +42,71 @@ def ensure_fresh(conn: psycopg.Connection, ctx: PlantContext, now: dt.datetime |
             conn.rollback()
 
 
+_SUM_COLUMNS = rollups.ROLLUP_COLUMNS[5:]
+
+
 def periods(
     conn: psycopg.Connection, ctx: PlantContext, machine_ids: Sequence[str], start: dt.datetime, end: dt.datetime,
-    now: dt.datetime | None = None,
+    now: dt.datetime | None = None, grain: str | None = None,
 ) -> pd.DataFrame:
+    """Rollup-shaped rows covering [start, end) for each machine.
+
+    grain None: one row per period (local hour cut at calendar boundaries). grain "day" or "shift": the
+    stored periods summed per machine, calendar kind, shift and local day (or shift), so a year reads as
+    a few rows per machine-day; the window's live edges stay as fine periods. Sums are the same either
+    way; only the time resolution of the rows differs (use "day" for day/week buckets, "shift" for shift
+    buckets, None for hour buckets).
+    """
+    if grain not in (None, "day", "shift"):
+        raise ValueError(f"grain must be None, 'day' or 'shift', got {grain!r}")
     start, end = _check_window(start, end)
     now = now or dt.datetime.now(UTC)
     ms = [ctx.by_id[mid] for mid in machine_ids]
     nums = [m.num for m in ms]
-    rows = conn.execute(
-        f"select {', '.join(rollups.ROLLUP_COLUMNS)} from machine_rollups r "
-        "where machine = any(%s) and period_start >= %s and period_end <= %s "
-        "and period_end <= (select covered_to from rollup_watermarks w where w.machine = r.machine) "
-        "order by machine, period_start",
-        (nums, start, end),
-    ).fetchall()
+    sums = ", ".join(f"sum({c})::bigint" if c in ("total_count", "reject_count", "startup_rejects")
+                     else f"sum({c})::float8" for c in _SUM_COLUMNS)
+    covered = ("period_end <= (select covered_to from rollup_watermarks w where w.machine = r.machine)")
+    if grain is None:
+        rows = conn.execute(
+            f"select {', '.join(rollups.ROLLUP_COLUMNS)} from machine_rollups r "
+            f"where machine = any(%s) and period_start >= %s and period_end <= %s and {covered} "
+            "order by machine, period_start",
+            (nums, start, end),
+        ).fetchall()
+    else:
+        # All machines of one call share a site in practice; group by each machine's own local day.
+        tz_of = {m.num: str(m.tz) for m in ms}
+        rows = []
+        for tz in sorted(set(tz_of.values())):
+            group_nums = [n for n in nums if tz_of[n] == tz]
+            day = "(period_start at time zone %s)::date" if grain == "day" else "null::date"
+            rows += conn.execute(
+                f"select machine, min(period_start), max(period_end), calendar_kind, shift_key, {sums}, "
+                "sum(extract(epoch from period_end - period_start))::float8 "
+                f"from machine_rollups r where machine = any(%s) and period_start >= %s and period_end <= %s "
+                f"and {covered} group by machine, calendar_kind, shift_key, {day} order by machine, 2",
+                ((group_nums, start, end, tz) if grain == "day" else (group_nums, start, end)),
+            ).fetchall()
     by_machine: dict[int, list[tuple]] = {n: [] for n in nums}
     for r in rows:
         by_machine[r[0]].append(r)
+    bounds = {}
+    if grain is not None:
+        # The stored span per machine (the grouped rows no longer tell it).
+        for num, a, b in conn.execute(
+            f"select machine, min(period_start), max(period_end) from machine_rollups r where machine = any(%s) "
+            f"and period_start >= %s and period_end <= %s and {covered} group by machine",
+            (nums, start, end),
+        ).fetchall():
+            bounds[num] = (a, b)
     out: list[tuple] = []
     for m in ms:
         stored = by_machine[m.num]
-        _last_seen, horizon = rollups.horizon_of(conn, m)
-        if horizon is None or horizon > now:
-            # A source still inside its heartbeat: its last state holds until now, not beyond.
-            horizon = min(horizon, now) if horizon is not None else None
-        if horizon is None:
-            horizon = start  # never any data: all of it is "no data"
+        _, horizon = rollups.horizon_of(conn, m)
+        # A source still inside its heartbeat: its last state holds until now, not beyond.
+        horizon = min(horizon, now) if horizon is not None else start  # never any data: all "no data"
         if stored:
-            r0, r1 = stored[0][1], stored[-1][2]
+            r0, r1 = bounds.get(m.num) or (stored[0][1], stored[-1][2])
             if start < r0:
                 out.extend(rollups.compute_periods(conn, m, start, r0, horizon))
             out.extend(stored)
@@ -79,7 +114,14 @@ def periods(
                 out.extend(rollups.compute_periods(conn, m, r1, end, horizon))
         else:
             out.extend(rollups.compute_periods(conn, m, start, end, horizon))
-    df = pd.DataFrame(out, columns=rollups.ROLLUP_COLUMNS)
+    if grain is None:
+        df = pd.DataFrame(out, columns=rollups.ROLLUP_COLUMNS)
+    else:
+        # Grouped rows are not contiguous: their length is the sum of their periods' lengths.
+        n = len(rollups.ROLLUP_COLUMNS)
+        out = [r if len(r) > n else (*r, (r[2] - r[1]).total_seconds()) for r in out]
+        df = pd.DataFrame(out, columns=[*rollups.ROLLUP_COLUMNS, "period_s"])
+        df["period_s"] = df["period_s"].astype(float)
     id_of = {m.num: m.id for m in ms}
     df["machine"] = df["machine"].map(id_of)
     for c in ("period_start", "period_end"):

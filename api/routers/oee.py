@@ -35,7 +35,8 @@ def machine_oee(
     now = dt.datetime.now(dt.UTC)
     tz = service.tz_of_machine(ctx, machine_id)
     a, b = windows.resolve(start, end, window, tz, now)
-    periods, stops = service.load(conn, ctx, [machine_id], a, b, now, with_stops=False)
+    periods, stops = service.load(conn, ctx, [machine_id], a, b, now, with_stops=False,
+                                  grain=service.grain_for(bucket))
     return {"machine": machine_id, "start": a, "end": b, **service.oee_answer(periods, stops, ctx, now, bucket, tz)}
 
 
@@ -53,11 +54,12 @@ def line_oee(
     now = dt.datetime.now(dt.UTC)
     tz = service.tz_of_line(ctx, line_id)
     a, b = windows.resolve(start, end, window, tz, now)
-    periods, stops = service.load(conn, ctx, ids, a, b, now, with_stops=False)
+    with_attribution = b - a <= dt.timedelta(days=ATTRIBUTION_MAX_DAYS)
+    # Attribution needs the fine periods (scheduled spans); long windows read coarser stored rows.
+    grain = None if with_attribution else service.grain_for(bucket)
+    periods, stops = service.load(conn, ctx, ids, a, b, now, with_stops=False, grain=grain)
     pol = service.policy(ctx)
-    intervals = None
-    if b - a <= dt.timedelta(days=ATTRIBUTION_MAX_DAYS):
-        intervals = queries.intervals(conn, ctx, ids, a, b, now=now)
+    intervals = queries.intervals(conn, ctx, ids, a, b, now=now) if with_attribution else None
     spec = analytics.LineSpec.from_line(line)
     result = analytics.line_oee(periods, stops, pol, spec, intervals, basis, now)
     per_machine = analytics.oee_by(periods, stops, pol, "machine", now)
@@ -84,7 +86,7 @@ def site_oee(
     now = dt.datetime.now(dt.UTC)
     a, b = windows.resolve(start, end, window, site.tz, now)
     ids = [m.id for line in site.lines for m in line.machines_in_order]
-    periods, stops = service.load(conn, ctx, ids, a, b, now, with_stops=False)
+    periods, stops = service.load(conn, ctx, ids, a, b, now, with_stops=False, grain="day")
     pol = service.policy(ctx)
     by_line = {}
     for line in site.lines:
