@@ -1,0 +1,356 @@
+"""Andon's own MQTT JSON topics and payloads: schema, validation, conversion to canonical events.
+
+README snippet (paste as is):
+
+<!-- BEGIN mqtt-json-schema -->
+### MQTT JSON topics (Andon native)
+
+Topic: `andon/v1/<machine_id>/<kind>` with `kind` one of `state`, `count`, `counter`, `telemetry`,
+`batch`. `machine_id` is the plant model's machine id (`[A-Za-z0-9][A-Za-z0-9_.-]*`, at most 64
+characters). Publish with QoS 1; payloads are UTF-8 JSON objects, at most 16 KiB (a `batch` at most
+4 MiB and 10,000 events). Unknown fields are rejected, types are strict (no numbers in strings).
+
+Every payload carries `ts`, the time the event happened at the source, either an ISO 8601 string
+**with** a UTC offset (`"2026-03-02T06:00:00.250Z"`, `"2026-03-02T07:00:00+01:00"`) or an integer of
+Unix epoch **milliseconds** (`1772431200250`). A timestamp without a zone is rejected. An optional
+`seq` (integer >= 0 or string of at most 64 characters) makes the event idempotent: the same
+machine, kind and seq (with the same `ts`) is stored once however often it is delivered. Without
+`seq` the key is a hash of the content, so an identical redelivery is also stored once.
+
+Kinds and their fields (besides `ts` and `seq`):
+
+- `state`: the machine entered `state` at `ts`. `state` (required) is one of `running`, `idle`,
+  `starved`, `blocked`, `planned_stop`, `setup`, `unplanned_stop`, `offline` (aliases accepted:
+  `execute`, `fault`, `down`, `stopped`, `changeover`, `planned`, `no_data` ...); optional
+  `reason_code` and `fault_code` (strings of at most 64 characters; the fault code is mapped to a
+  reason by the machine's `fault_map`).
+- `count`: parts made since the previous count (deltas): `total` (int 0..1,000,000), `reject`
+  (int 0..total, default 0), optional `product`.
+- `counter`: raw monotonic PLC counters (e.g. PackTags `AccCount`): `processed` (int >= 0),
+  `defective` (int >= 0, default 0), optional `product`. Andon turns readings into deltas, handling
+  counter resets and wrap; the first reading after a collector start only sets the baseline.
+- `telemetry`: one sample of one channel: `metric` (`[A-Za-z0-9_.:/-]`, at most 128), `value`
+  (finite number), optional `unit` (at most 32).
+- `batch`: many events of the topic's machine in one message: `{"events": [...]}` with 1..10,000
+  objects, each one of the above plus a `kind` field (`"state"`, `"count"`, `"counter"`,
+  `"telemetry"`). An event may repeat `machine_id`, which must then equal the topic's.
+
+Examples:
+
+```
+andon/v1/L1-M2/state      {"ts": "2026-03-02T06:00:00Z", "state": "unplanned_stop", "fault_code": "E101", "seq": 17}
+andon/v1/L1-M2/count      {"ts": 1772431260000, "total": 1, "reject": 0, "product": "A"}
+andon/v1/L1-M2/counter    {"ts": "2026-03-02T06:01:00Z", "processed": 1234, "defective": 12}
+andon/v1/L1-M2/telemetry  {"ts": "2026-03-02T06:01:00Z", "metric": "vibration_rms", "value": 2.8, "unit": "mm/s"}
+andon/v1/L1-M2/batch      {"events": [
+                            {"kind": "state", "ts": "2026-03-02T06:00:00Z", "state": "running"},
+                            {"kind": "telemetry", "ts": 1772431200000, "metric": "temp", "value": 41.5}]}
+```
+
+A payload that fails validation is not stored as an event: it is counted and kept in the dead-letter
+table with the reason (field path and problem, e.g. `events[3].total: Input should be greater than or
+equal to 0`). In a batch only the bad events are rejected; the others are accepted.
+<!-- END mqtt-json-schema -->
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from andon.events import (
+    UTC,
+    CounterTracker,
+    Event,
+    MachineState,
+    ProductionCount,
+    StateChange,
+    TelemetrySample,
+    parse_state,
+    sequence_key,
+)
+from collector.base import Item, Rejection
+
+TOPIC_PREFIX = "andon/v1"
+KINDS = ("state", "count", "counter", "telemetry", "batch")
+MAX_PAYLOAD_BYTES = 16 * 1024
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+MAX_BATCH_EVENTS = 10_000
+_MACHINE_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+# Epoch-ms bounds: 2000-01-01 .. 2200-01-01. Anything outside is a unit error (seconds, microseconds).
+_MIN_TS_MS, _MAX_TS_MS = 946_684_800_000, 7_258_118_400_000
+
+
+def _parse_ts(value: Any) -> dt.datetime:
+    if isinstance(value, bool):
+        raise ValueError("timestamp must be an ISO 8601 string with a zone or integer epoch milliseconds")
+    if isinstance(value, int):
+        if not _MIN_TS_MS <= value < _MAX_TS_MS:
+            raise ValueError(f"epoch milliseconds {value} outside 2000..2200 (seconds or microseconds?)")
+        return dt.datetime.fromtimestamp(value / 1000, tz=UTC)
+    if isinstance(value, dt.datetime):  # when models are built in Python (the gateway)
+        if value.tzinfo is None:
+            raise ValueError("timestamp has no time zone")
+        return value.astimezone(UTC)
+    if isinstance(value, str):
+        if len(value) > 40:
+            raise ValueError("timestamp string too long")
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"not an ISO 8601 timestamp: {value!r}") from None
+        if parsed.tzinfo is None:
+            raise ValueError("timestamp has no time zone (add Z or an offset such as +01:00)")
+        parsed = parsed.astimezone(UTC)
+        if not _MIN_TS_MS <= parsed.timestamp() * 1000 < _MAX_TS_MS:
+            raise ValueError("timestamp outside 2000..2200")
+        return parsed
+    raise ValueError("timestamp must be an ISO 8601 string with a zone or integer epoch milliseconds")
+
+
+Timestamp = Annotated[
+    dt.datetime,
+    BeforeValidator(_parse_ts),
+    PlainSerializer(lambda v: v.isoformat().replace("+00:00", "Z"), return_type=str),
+]
+ShortText = Annotated[str, Field(min_length=1, max_length=64)]
+Seq = Annotated[int, Field(ge=0, le=(1 << 63) - 1)] | Annotated[str, Field(min_length=1, max_length=64)]
+MachineId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    ts: Timestamp
+    seq: Seq | None = None
+    machine_id: MachineId | None = None  # only meaningful inside a batch; must equal the topic's
+
+
+class StateMessage(_Message):
+    kind: Literal["state"] = "state"
+    state: Annotated[str, Field(min_length=1, max_length=32)]
+    reason_code: ShortText | None = None
+    fault_code: ShortText | None = None
+
+    @model_validator(mode="after")
+    def _known_state(self) -> StateMessage:
+        parse_state(self.state)  # ValueError names the allowed states
+        return self
+
+
+class CountMessage(_Message):
+    kind: Literal["count"] = "count"
+    total: Annotated[int, Field(ge=0, le=1_000_000)]
+    reject: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    product: ShortText | None = None
+
+    @model_validator(mode="after")
+    def _reject_within_total(self) -> CountMessage:
+        if self.reject > self.total:
+            raise ValueError(f"reject ({self.reject}) exceeds total ({self.total})")
+        return self
+
+
+class CounterMessage(_Message):
+    kind: Literal["counter"] = "counter"
+    processed: Annotated[int, Field(ge=0, le=(1 << 63) - 1)]
+    defective: Annotated[int, Field(ge=0, le=(1 << 63) - 1)] = 0
+    product: ShortText | None = None
+
+
+class TelemetryMessage(_Message):
+    kind: Literal["telemetry"] = "telemetry"
+    metric: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/\-]+$")]
+    value: Annotated[float, Field(allow_inf_nan=False)]
+    unit: Annotated[str, Field(max_length=32)] = ""
+
+
+AnyMessage = Annotated[StateMessage | CountMessage | CounterMessage | TelemetryMessage,
+                       Field(discriminator="kind")]
+_SINGLE: dict[str, type[_Message]] = {
+    "state": StateMessage, "count": CountMessage, "counter": CounterMessage, "telemetry": TelemetryMessage,
+}
+_ANY_ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyMessage)
+_LIST_ADAPTER: TypeAdapter[list[Any]] = TypeAdapter(list[AnyMessage])
+
+
+def topic(machine_id: str, kind: str) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}")
+    return f"{TOPIC_PREFIX}/{machine_id}/{kind}"
+
+
+def parse_topic(topic_name: str) -> tuple[str, str] | None:
+    """``andon/v1/<machine_id>/<kind>`` -> (machine_id, kind); None when the topic is not ours."""
+    parts = topic_name.split("/")
+    if len(parts) != 4 or f"{parts[0]}/{parts[1]}" != TOPIC_PREFIX or parts[3] not in KINDS:
+        return None
+    machine = parts[2]
+    if not machine or len(machine) > 64 or not set(machine) <= _MACHINE_ID_CHARS or not machine[0].isalnum():
+        return None
+    return machine, parts[3]
+
+
+def batch_payload(messages: Iterable[_Message]) -> bytes:
+    return json.dumps({"events": [m.model_dump(mode="json", exclude_none=True) for m in messages]},
+                      separators=(",", ":")).encode()
+
+
+def message_payload(message: _Message) -> bytes:
+    return message.model_dump_json(exclude_none=True, exclude={"kind"}).encode()
+
+
+def _error_text(exc: ValidationError, prefix: str = "", *, tagged: bool = False) -> str:
+    """``path: problem`` for the first errors; ``tagged``: locations start with the union's tag."""
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = list(err["loc"])
+        if tagged and loc and isinstance(loc[0], str) and loc[0] in _SINGLE:
+            loc = loc[1:]
+        path = prefix
+        for p in loc:
+            path += f"[{p}]" if isinstance(p, int) else (f".{p}" if path else str(p))
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{path or '(payload)'}: {msg}")
+    more = len(exc.errors()) - 5
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+class JsonDecoder:
+    """Turns one MQTT message on an Andon JSON topic into events and rejections; never raises."""
+
+    def __init__(self, source_id: str, *, known_machines: Iterable[str] | None = None,
+                 counters: CounterTracker | None = None) -> None:
+        self.source_id = source_id
+        self.known_machines = frozenset(known_machines) if known_machines is not None else None
+        self.counters = counters or CounterTracker()
+
+    def _reject(self, reason: str, topic_name: str, payload: bytes | None) -> Rejection:
+        return Rejection(self.source_id, reason, payload=payload, topic=topic_name)
+
+    def decode(self, topic_name: str, payload: bytes) -> list[Item]:
+        try:
+            return self._decode(topic_name, payload)
+        except Exception as exc:  # a bug must not kill the collector: keep the message as dead letter
+            return [self._reject(f"internal error decoding message: {exc!r}", topic_name, payload)]
+
+    def _decode(self, topic_name: str, payload: bytes) -> list[Item]:
+        parsed_topic = parse_topic(topic_name)
+        if parsed_topic is None:
+            return [self._reject(f"not an Andon JSON topic ({TOPIC_PREFIX}/<machine_id>/<kind>, kind one of "
+                                 f"{', '.join(KINDS)})", topic_name, payload)]
+        machine, kind = parsed_topic
+        if self.known_machines is not None and machine not in self.known_machines:
+            return [self._reject(f"unknown machine {machine!r}", topic_name, payload)]
+        limit = MAX_BATCH_BYTES if kind == "batch" else MAX_PAYLOAD_BYTES
+        if len(payload) > limit:
+            return [self._reject(f"payload of {len(payload)} bytes exceeds {limit}", topic_name, payload)]
+        try:
+            data = json.loads(payload, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as exc:
+            return [self._reject(f"not valid JSON: {exc}", topic_name, payload)]
+        if not isinstance(data, dict):
+            return [self._reject(f"payload must be a JSON object, got {type(data).__name__}", topic_name, payload)]
+
+        if kind != "batch":
+            if "kind" in data and data["kind"] != kind:
+                return [self._reject(f"kind: {data['kind']!r} does not match the topic's {kind!r}", topic_name,
+                                     payload)]
+            try:
+                message = _SINGLE[kind].model_validate({**data, "kind": kind})
+            except ValidationError as exc:
+                return [self._reject(_error_text(exc), topic_name, payload)]
+            return self._to_items(machine, [message], [None], topic_name, payload)
+
+        extra = set(data) - {"events"}
+        if extra:
+            return [self._reject(f"{sorted(extra)[0]}: Extra inputs are not permitted", topic_name, payload)]
+        events = data.get("events")
+        if not isinstance(events, list) or not events:
+            return [self._reject("events: must be a non-empty list", topic_name, payload)]
+        if len(events) > MAX_BATCH_EVENTS:
+            return [self._reject(f"events: {len(events)} events exceed {MAX_BATCH_EVENTS}", topic_name, payload)]
+        try:
+            messages: list[Any] = _LIST_ADAPTER.validate_python(events)
+            return self._to_items(machine, messages, list(range(len(messages))), topic_name, payload)
+        except ValidationError:
+            pass
+        # Some events are bad: validate one by one so the good ones still count.
+        items: list[Item] = []
+        good: list[Any] = []
+        good_index: list[int | None] = []
+        for i, raw in enumerate(events):
+            try:
+                good.append(_ANY_ADAPTER.validate_python(raw))
+                good_index.append(i)
+            except ValidationError as exc:
+                items.append(self._reject(_error_text(exc, f"events[{i}]", tagged=True), topic_name, _clip(raw)))
+        items.extend(self._to_items(machine, good, good_index, topic_name, payload))
+        return items
+
+    def _to_items(self, machine: str, messages: list[Any], indexes: list[int | None], topic_name: str,
+                  payload: bytes) -> list[Item]:
+        out: list[Item] = []
+        for message, index in zip(messages, indexes, strict=True):
+            where = f"events[{index}]." if index is not None else ""
+            if message.machine_id is not None and message.machine_id != machine:
+                out.append(self._reject(f"{where}machine_id: {message.machine_id!r} differs from the topic's "
+                                        f"{machine!r}", topic_name, payload if index is None else None))
+                continue
+            try:
+                event = self._to_event(machine, message)
+            except ValueError as exc:
+                out.append(self._reject(f"{where.rstrip('.') or message.kind}: {exc}", topic_name,
+                                        payload if index is None else None))
+                continue
+            if event is not None:
+                out.append(event)
+        return out
+
+    def _to_event(self, machine: str, m: Any) -> Event | None:
+        seq = None if m.seq is None else f"{machine}/{m.seq}"
+        src = self.source_id
+        if isinstance(m, StateMessage):
+            return StateChange(machine, m.ts, parse_state(m.state), src, reason_code=m.reason_code,
+                               fault_code=m.fault_code, seq=seq)
+        if isinstance(m, CountMessage):
+            return ProductionCount(machine, m.ts, m.total, m.reject, src, product=m.product, seq=seq)
+        if isinstance(m, TelemetryMessage):
+            return TelemetrySample(machine, m.ts, m.metric, m.value, src, unit=m.unit, seq=seq)
+        delta = self.counters.update(src, machine, m.ts, m.processed, m.defective, m.product)
+        if delta is None:
+            return None
+        if seq is not None:
+            # Same message, same key: the counter message's own seq identifies the delta it produced.
+            delta.key = sequence_key(src, seq, "c")
+            delta.seq = seq
+        return delta
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _clip(raw: Any) -> str:
+    text = json.dumps(raw, default=str)
+    return text if len(text) <= 2048 else text[:2048] + "..."
+
+
+__all__ = [
+    "KINDS", "MAX_BATCH_EVENTS", "TOPIC_PREFIX", "CountMessage", "CounterMessage", "JsonDecoder",
+    "MachineState", "StateMessage", "TelemetryMessage", "batch_payload", "message_payload", "parse_topic",
+    "topic",
+]

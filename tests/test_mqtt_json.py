@@ -1,0 +1,154 @@
+"""Andon JSON topics: schema validation, batches with partial rejection, keys, fuzzing (no broker)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from andon.events import MachineState, ProductionCount, StateChange, TelemetrySample
+from collector.base import Rejection
+from collector.mqtt_json import JsonDecoder, StateMessage, message_payload, parse_topic
+
+TS = dt.datetime(2026, 3, 2, 6, 0, tzinfo=dt.UTC)
+
+
+def decode(topic: str, payload: Any, decoder: JsonDecoder | None = None) -> list[Any]:
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return (decoder or JsonDecoder("j", known_machines=["M1", "M2"])).decode(topic, raw)
+
+
+def only_rejection(items: list[Any]) -> str:
+    assert len(items) == 1 and isinstance(items[0], Rejection), items
+    return items[0].reason
+
+
+def test_state_with_iso_and_epoch_ms_timestamps() -> None:
+    a = decode("andon/v1/M1/state", {"ts": "2026-03-02T07:00:00+01:00", "state": "fault", "fault_code": "E101"})
+    b = decode("andon/v1/M1/state", {"ts": 1772431200000, "state": "unplanned_stop", "fault_code": "E101"})
+    assert isinstance(a[0], StateChange) and a[0].ts == TS and a[0].state is MachineState.UNPLANNED_STOP
+    assert b[0].ts == TS and a[0].key == b[0].key  # same content, same key
+
+
+@pytest.mark.parametrize(("payload", "fragment"), [
+    ({"ts": "2026-03-02T06:00:00", "state": "running"}, "ts: timestamp has no time zone"),
+    ({"ts": 1772431200, "state": "running"}, "ts: epoch milliseconds"),
+    ({"ts": "yesterday", "state": "running"}, "ts: not an ISO 8601"),
+    ({"state": "running"}, "ts: Field required"),
+    ({"ts": 1772431200000, "state": "dancing"}, "unknown machine state"),
+    ({"ts": 1772431200000, "state": "running", "colour": "red"}, "colour: Extra inputs"),
+    ({"ts": 1772431200000, "state": "running", "seq": -1}, "seq"),
+    ({"ts": 1772431200000, "state": 3}, "state: Input should be a valid string"),
+])
+def test_state_rejections_name_field_and_problem(payload: dict[str, Any], fragment: str) -> None:
+    assert fragment in only_rejection(decode("andon/v1/M1/state", payload))
+
+
+def test_count_telemetry_and_strict_types() -> None:
+    (count,) = decode("andon/v1/M1/count", {"ts": 1772431200000, "total": 3, "reject": 1, "product": "A"})
+    assert isinstance(count, ProductionCount) and (count.total, count.good, count.product) == (3, 2, "A")
+    assert "reject (2) exceeds total (1)" in only_rejection(
+        decode("andon/v1/M1/count", {"ts": 1772431200000, "total": 1, "reject": 2}))
+    assert "total" in only_rejection(decode("andon/v1/M1/count", {"ts": 1772431200000, "total": "3"}))
+    (tele,) = decode("andon/v1/M1/telemetry", {"ts": 1772431200000, "metric": "temp", "value": 41, "unit": "C"})
+    assert isinstance(tele, TelemetrySample) and tele.value == 41.0 and tele.unit == "C"
+    assert "value" in only_rejection(decode("andon/v1/M1/telemetry", {"ts": 1772431200000, "metric": "t",
+                                                                        "value": True}))
+    assert "not valid JSON" in only_rejection(decode("andon/v1/M1/telemetry",
+                                                     b'{"ts": 1772431200000, "metric": "t", "value": NaN}'))
+
+
+def test_counter_readings_become_deltas_with_seq_keys() -> None:
+    decoder = JsonDecoder("j")
+    assert decode("andon/v1/M1/counter", {"ts": 1772431200000, "processed": 100, "defective": 2}, decoder) == []
+    (delta,) = decode("andon/v1/M1/counter", {"ts": 1772431260000, "processed": 110, "defective": 3, "seq": 9},
+                      decoder)
+    assert (delta.total, delta.reject) == (10, 1)
+    (after_reset,) = decode("andon/v1/M1/counter", {"ts": 1772431320000, "processed": 4, "defective": 0}, decoder)
+    assert (after_reset.total, after_reset.reject) == (4, 0)
+
+
+def test_batch_accepts_good_events_and_rejects_bad_ones_by_path() -> None:
+    payload = {"events": [
+        {"kind": "state", "ts": 1772431200000, "state": "running", "seq": 1},
+        {"kind": "count", "ts": 1772431200000, "total": -1},
+        {"kind": "telemetry", "ts": 1772431200000, "metric": "temp", "value": 40.5},
+        {"kind": "state", "ts": 1772431200000, "state": "idle", "machine_id": "M2"},
+        {"kind": "bogus"},
+    ]}
+    items = decode("andon/v1/M1/batch", payload)
+    reasons = sorted(i.reason for i in items if isinstance(i, Rejection))
+    assert len(reasons) == 3
+    assert reasons[0].startswith("events[1].total: Input should be greater than or equal to 0")
+    assert reasons[1].startswith("events[3].machine_id: 'M2' differs")
+    assert reasons[2].startswith("events[4]")
+    good = [i for i in items if not isinstance(i, Rejection)]
+    assert [type(g).__name__ for g in good] == ["StateChange", "TelemetrySample"]
+
+
+@pytest.mark.parametrize(("payload", "fragment"), [
+    ({"events": []}, "non-empty list"),
+    ({"events": {"kind": "state"}}, "non-empty list"),
+    ({"events": [], "x": 1}, "x: Extra inputs"),
+    ([1, 2], "JSON object"),
+])
+def test_batch_structure_errors(payload: Any, fragment: str) -> None:
+    assert fragment in only_rejection(decode("andon/v1/M1/batch", payload))
+
+
+def test_topics_and_unknown_machines() -> None:
+    assert parse_topic("andon/v1/L1-M2/state") == ("L1-M2", "state")
+    assert parse_topic("andon/v1/L1-M2/nope") is None
+    assert parse_topic("andon/v1/-bad/state") is None
+    assert "not an Andon JSON topic" in only_rejection(decode("andon/v2/M1/state", {}))
+    assert "unknown machine 'M9'" in only_rejection(decode("andon/v1/M9/state", {}))
+
+
+def test_gateway_payload_round_trips() -> None:
+    message = StateMessage(ts=TS, state="blocked", seq=5, reason_code="downstream")
+    (event,) = decode("andon/v1/M1/state", message_payload(message))
+    assert (event.state, event.ts, event.reason_code, event.seq) == (MachineState.BLOCKED, TS, "downstream", "M1/5")
+
+
+def test_oversized_payload_is_rejected() -> None:
+    big = {"ts": 1772431200000, "metric": "t", "value": 1.0, "unit": "x" * 20_000}
+    assert "exceeds" in only_rejection(decode("andon/v1/M1/telemetry", big))
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    max_leaves=20,
+)
+_field_dicts = st.fixed_dictionaries({}, optional={
+    "kind": st.sampled_from(["state", "count", "counter", "telemetry", "x"]),
+    "ts": st.one_of(st.integers(), st.text(max_size=30), st.just("2026-03-02T06:00:00Z"), st.just(1772431200000)),
+    "state": st.one_of(st.text(max_size=12), st.sampled_from(["running", "fault"])),
+    "total": st.integers(), "reject": st.integers(), "processed": st.integers(), "defective": st.integers(),
+    "metric": st.text(max_size=20), "value": st.one_of(st.floats(), st.integers(), st.text(max_size=3)),
+    "seq": _json, "machine_id": st.text(max_size=8),
+})
+_topic = st.one_of(
+    st.builds(lambda m, k: f"andon/v1/{m}/{k}", st.sampled_from(["M1", "M9", ""]),
+              st.sampled_from(["state", "count", "counter", "telemetry", "batch", "x"])),
+    st.text(max_size=40),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_topic, st.one_of(
+    st.binary(max_size=300),
+    _json.map(lambda v: json.dumps(v).encode()),
+    _field_dicts.map(lambda v: json.dumps(v).encode()),
+    st.lists(_field_dicts, max_size=5).map(lambda evs: json.dumps({"events": evs}).encode()),
+))
+def test_fuzzed_topics_and_payloads_never_raise(topic: str, payload: bytes) -> None:
+    decoder = JsonDecoder("j", known_machines=["M1"])
+    for item in decoder.decode(topic, payload):
+        assert isinstance(item, Rejection | StateChange | ProductionCount | TelemetrySample)
+        if isinstance(item, Rejection):
+            assert item.reason and "internal error" not in item.reason, item.reason
