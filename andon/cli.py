@@ -165,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("collect", help="run the collectors declared in the sources file")
     s.add_argument("--sources", help="sources file (default: ANDON_SOURCES_FILE)")
     s.add_argument("--check", action="store_true", help="connect to every source, report, and exit")
+    s.add_argument("--metrics-port", type=int, default=9108, help="Prometheus metrics on 127.0.0.1:PORT")
     s.set_defaults(func=cmd_collect)
 
     s = sub.add_parser("simulate", help="simulate a line with ground truth (fast) or serve it over OPC UA/MQTT")

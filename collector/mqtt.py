@@ -48,6 +48,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from andon.events import UTC, CounterTracker, Event
+from andon.plant import PlantModel
 from collector import mqtt_json, sparkplug
 from collector.base import Item, Rejection, Source, SourceReport
 from collector.heartbeat import Heartbeat
@@ -467,3 +468,12 @@ class MqttSource(Source):
 
 
 __all__ = ["MqttSource", "MqttSourceConfig", "TlsSettings", "connect_properties", "make_client"]
+
+
+def from_config(cfg: dict[str, Any], plant: PlantModel, counters: CounterTracker | None = None) -> MqttSource:
+    """Build the source from a sources-file entry (``id``, ``type: mqtt`` and MqttSourceConfig fields).
+    Machines default to the plant's, the heartbeat to the plant's timeout."""
+    data = {k: v for k, v in cfg.items() if k not in ("id", "type")}
+    data.setdefault("known_machines", [m.id for m in plant.machines()])
+    data.setdefault("heartbeat_timeout_s", plant.settings.heartbeat_timeout_s)
+    return MqttSource(MqttSourceConfig(source_id=cfg["id"], **data), counters=counters)

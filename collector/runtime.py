@@ -26,10 +26,10 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, ConfigDict, Field
 
-from andon.events import Event
+from andon.events import CounterTracker, Event
 from andon.plant import PlantModel, load_plant_model
 from andon.settings import get_settings
-from andon.storage import db
+from andon.storage import db, queries
 from andon.storage.writer import EventWriter
 from collector.base import Rejection, Source
 from collector.spool import Spool, SpoolFull
@@ -52,6 +52,8 @@ class SourceConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
     id: str = Field(min_length=1, max_length=64)
     type: str = Field(pattern=r"^[a-z_]+$")
+    # Width of the PLC's part counters (16 or 32) so a roll-over is read as a wrap, not a reset.
+    counter_bits: int | None = Field(default=None, ge=8, le=64)
 
 
 class SourcesFile(BaseModel):
@@ -72,8 +74,8 @@ def load_sources_file(path: Path) -> SourcesFile:
         raise ValueError(f"{path}: {exc}") from exc
 
 
-def build_source(cfg: SourceConfig, plant: PlantModel) -> Source:
-    """One module per protocol: collector.<type> provides from_config(dict, plant) -> Source."""
+def build_source(cfg: SourceConfig, plant: PlantModel, counters: CounterTracker | None = None) -> Source:
+    """One module per protocol: collector.<type> provides from_config(dict, plant, counters) -> Source."""
     try:
         module = importlib.import_module(f"collector.{cfg.type}")
     except ModuleNotFoundError:
@@ -81,7 +83,17 @@ def build_source(cfg: SourceConfig, plant: PlantModel) -> Source:
     factory = getattr(module, "from_config", None)
     if factory is None:
         raise ValueError(f"source {cfg.id!r}: collector.{cfg.type} has no from_config()")
-    return factory(cfg.model_dump(), plant)
+    return factory(cfg.model_dump(exclude={"counter_bits"}), plant, counters)
+
+
+def restored_counters(pool: Any, source_id: str, bits: int | None) -> CounterTracker:
+    """A counter tracker that resumes from the newest counter readings this source stored, so the first
+    reading after a restart yields the parts made while the collector was away (no loss, no double)."""
+    tracker = CounterTracker(bits=bits)
+    with pool.connection() as conn:
+        for machine, total, reject, ts in queries.last_counters(conn, source_id):
+            tracker.restore(source_id, machine, total, reject, ts)
+    return tracker
 
 
 @dataclass
@@ -227,16 +239,27 @@ def main(args: argparse.Namespace) -> int:
     try:
         plant = load_plant_model(settings.plant_file)
         cfg = load_sources_file(sources_path)
-        sources = [build_source(c, plant) for c in cfg.sources]
     except ValueError as exc:
         print(f"andon collect: {exc}")
         return 1
-    if not sources:
+    if not cfg.sources:
         print(f"andon collect: no sources in {sources_path}")
         return 1
     if getattr(args, "check", False):
+        try:
+            sources = [build_source(c, plant) for c in cfg.sources]
+        except ValueError as exc:
+            print(f"andon collect: {exc}")
+            return 1
         return asyncio.run(check(sources))
     pool = db.make_pool(settings.database_url, 1, 4)
+    try:
+        sources = [build_source(c, plant, restored_counters(pool, c.id, c.counter_bits))
+                   for c in cfg.sources]
+    except ValueError as exc:
+        print(f"andon collect: {exc}")
+        pool.close()
+        return 1
     writer = EventWriter(pool)
     spool = Spool(settings.spool_dir, settings.spool_max_bytes)
     delivery = Delivery(writer, spool, pool)

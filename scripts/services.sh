@@ -62,7 +62,18 @@ if ! grep -qE '^listener\s+1883' "$CONF" 2>/dev/null; then
   # Loopback only: the broker is for the local collector, simulator and tests.
   printf 'listener 1883 127.0.0.1\nallow_anonymous true\n' >> "$CONF"
 fi
+if ! grep -qE '^max_queued_messages' "$CONF" 2>/dev/null; then
+  # Keep QoS 1 messages for a collector's persistent session while it restarts (the default keeps
+  # only 1000 and drops the rest).
+  printf 'max_queued_messages 1000000\nmax_queued_bytes 0\n' >> "$CONF"
+  mq_restart=1
+fi
 mq_up() { timeout 3 mosquitto_sub -h 127.0.0.1 -p 1883 -t '$SYS/broker/version' -C 1 -W 2 >/dev/null 2>&1; }
+if [ "${mq_restart:-0}" = 1 ] && pgrep -x mosquitto >/dev/null; then
+  log "restarting Mosquitto to apply max_queued_messages"
+  pkill -x mosquitto || true
+  for _ in $(seq 1 20); do pgrep -x mosquitto >/dev/null || break; sleep 0.25; done
+fi
 if ! mq_up; then
   mkdir -p /run/mosquitto /var/lib/mosquitto /var/log/mosquitto
   chown mosquitto: /run/mosquitto /var/lib/mosquitto /var/log/mosquitto 2>/dev/null || true

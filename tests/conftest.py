@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from psycopg.conninfo import make_conninfo
 
 from andon.plant import PlantModel, load_plant_model
 from andon.storage import db, plant_sync
+from tests.brokers import OwnBroker
 
 REPO = Path(__file__).resolve().parent.parent
 BASE_URL = os.environ.get("ANDON_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -66,3 +68,13 @@ def fresh_db_url(demo_plant: PlantModel) -> Iterator[str]:
         conn.commit()
     yield url
     _drop_database(url)
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[OwnBroker]:
+    if shutil.which("mosquitto") is None:
+        pytest.fail("the mosquitto binary is needed for the broker-restart test")
+    broker = OwnBroker(tmp_path)
+    broker.start()
+    yield broker
+    broker.stop()

@@ -10,17 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import getpass
 import json
-import shutil
-import signal
 import socket
-import subprocess
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -33,6 +28,7 @@ from collector.base import Item, Rejection
 from collector.mqtt import MqttSource, MqttSourceConfig
 from collector.sparkplug import BDSEQ_METRIC, DataType, MetricSpec, SparkplugHostConfig
 from simulator.frontends.mqtt_gateway import MqttGateway, MqttGatewayConfig
+from tests.brokers import OwnBroker
 
 BROKER_PORT = 1883
 T0 = dt.datetime(2026, 3, 2, 6, 0, tzinfo=dt.UTC)
@@ -328,49 +324,6 @@ async def test_ndeath_marks_offline_and_stale_ndeath_is_ignored() -> None:
 
 
 # --- persistent session, broker restart, shared subscriptions ------------------------------------------
-
-
-class OwnBroker:
-    """A mosquitto of our own on a free loopback port, with persistence, that can be restarted."""
-
-    def __init__(self, workdir: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.workdir = workdir
-        self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(
-            # Started as root, mosquitto would switch to the "mosquitto" user, which cannot write the
-            # persistence file here: stay the current user so sessions survive the restart.
-            f"user {getpass.getuser()}\nlistener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {workdir}/\nautosave_interval 1\nmax_inflight_messages 100\n"
-            f"log_dest file {workdir}/mosquitto.log\n")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 5
-        while not _broker_up(self.port):
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto did not start: {(self.workdir / 'mosquitto.log').read_text()}")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # a clean restart: the broker saves its sessions
-            self.proc.wait(10)
-        self.proc = None
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[OwnBroker]:
-    if shutil.which("mosquitto") is None:
-        pytest.fail("the mosquitto binary is needed for the broker-restart test")
-    broker = OwnBroker(tmp_path)
-    broker.start()
-    yield broker
-    broker.stop()
 
 
 async def test_persistent_session_redelivers_unacknowledged_and_queued_messages(own_broker: OwnBroker) -> None:
