@@ -215,6 +215,9 @@ class CounterTracker:
     def restore(self, source_id: str, machine_id: str, total: int, reject: int, ts: dt.datetime) -> None:
         self._last[(source_id, machine_id)] = _CounterState(total, reject, ts)
 
+    def has_baseline(self, source_id: str, machine_id: str) -> bool:
+        return (source_id, machine_id) in self._last
+
     def _delta(self, old: int, new: int) -> int:
         if new >= old:
             return new - old

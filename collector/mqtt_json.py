@@ -121,6 +121,9 @@ def _parse_ts(value: Any) -> dt.datetime:
     raise ValueError("timestamp must be an ISO 8601 string with a zone or integer epoch milliseconds")
 
 
+parse_timestamp = _parse_ts  # public name: HTTP ingest parses the same timestamps
+
+
 Timestamp = Annotated[
     dt.datetime,
     BeforeValidator(_parse_ts),
@@ -300,6 +303,23 @@ class JsonDecoder:
                 items.append(self._reject(_error_text(exc, f"events[{i}]", tagged=True), topic_name, _clip(raw)))
         items.extend(self._to_items(machine, good, good_index, topic_name, payload))
         return items
+
+    def decode_event(self, raw: Any, where: str = "") -> Item | None:
+        """One event object that names its own machine (``machine_id``), as HTTP ingest receives them.
+        Returns the event, a Rejection with the reason, or None (a first counter reading: baseline)."""
+        try:
+            message = _ANY_ADAPTER.validate_python(raw)
+        except ValidationError as exc:
+            return self._reject(_error_text(exc, where, tagged=True), "http", _clip(raw))
+        machine = message.machine_id
+        if machine is None:
+            return self._reject(f"{where}.machine_id: required", "http", _clip(raw))
+        if self.known_machines is not None and machine not in self.known_machines:
+            return self._reject(f"{where}.machine_id: unknown machine {machine!r}", "http", _clip(raw))
+        try:
+            return self._to_event(machine, message)
+        except ValueError as exc:
+            return self._reject(f"{where}: {exc}", "http", _clip(raw))
 
     def _to_items(self, machine: str, messages: list[Any], indexes: list[int | None], topic_name: str,
                   payload: bytes) -> list[Item]:

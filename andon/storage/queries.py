@@ -274,3 +274,25 @@ def last_counters(conn: psycopg.Connection, source_id: str) -> list[tuple[str, i
         """,
         (source_id,),
     ).fetchall()
+
+
+def lock_and_last_counter(conn: psycopg.Connection, source_id: str, machine_id: str
+                          ) -> tuple[int, int, dt.datetime] | None:
+    """Serialise counter deltas of one (source, machine) across API processes for the rest of the
+    transaction, and return its newest stored counter reading (total, reject, ts)."""
+    conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (f"counter/{source_id}/{machine_id}",))
+    return conn.execute(
+        "select c.total_counter, coalesce(c.reject_counter, 0), c.ts from count_events c "
+        "join machines m on m.num = c.machine where m.id = %s and c.source_id = %s and c.total_counter is not null "
+        "order by c.ts desc limit 1",
+        (machine_id, source_id),
+    ).fetchone()
+
+
+def dead_letters(conn: psycopg.Connection, rows: list[tuple]) -> None:
+    """(received_at, source_id, topic, reason, payload bytes) rows into the dead-letter table."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            "insert into dead_letters (received_at, source_id, topic, reason, payload) values (%s, %s, %s, %s, %s)",
+            rows,
+        )

@@ -122,34 +122,43 @@ class EventWriter:
         return {k: list(v.values()) for k, v in rows.items()}, units
 
     # --- writing ------------------------------------------------------------------------------------
-    def write(self, events: Iterable[Event]) -> WriteResult:
+    def write(self, events: Iterable[Event], conn: psycopg.Connection | None = None) -> WriteResult:
         """Store a batch exactly once. Raises psycopg.OperationalError if the database is unreachable
-        (callers spool and retry); never stores a partial batch."""
+        (callers spool and retry); never stores a partial batch. With `conn`, the batch joins that
+        connection's transaction (as a savepoint) instead of borrowing a pooled connection."""
         result = WriteResult()
         rows, units = self._rows(events, result)
         n_rows = sum(len(v) for v in rows.values())
         if n_rows == 0:
             return result
-        with self.pool.connection() as conn:
-            try:
-                with conn.transaction():
-                    for kind, kind_rows in rows.items():
-                        if kind_rows:
-                            self._copy(conn, kind, kind_rows)
-                    self._after_insert(conn, rows, units)
-                for kind, kind_rows in rows.items():
-                    result.inserted[kind] = len(kind_rows)
-            except psycopg.errors.UniqueViolation:
-                # Some rows are already stored (a replay): store only the new ones.
-                with conn.transaction():
-                    inserted_rows: dict[str, list[tuple[Any, ...]]] = {}
-                    for kind, kind_rows in rows.items():
-                        inserted_rows[kind] = self._insert_new(conn, kind, kind_rows) if kind_rows else []
-                        result.inserted[kind] = len(inserted_rows[kind])
-                    self._after_insert(conn, inserted_rows, units)
-                result.duplicates = n_rows - result.total_inserted
+        if conn is not None:
+            self._write_rows(conn, rows, units, result, n_rows)
+        else:
+            with self.pool.connection() as pooled:
+                self._write_rows(pooled, rows, units, result, n_rows)
         self._units_seen.update((num, metric) for num, metric, _ in units)
         return result
+
+    def _write_rows(self, conn: psycopg.Connection, rows: dict[str, list[tuple[Any, ...]]],
+                    units: list[tuple[int, str, str]], result: WriteResult, n_rows: int) -> None:
+        try:
+            with conn.transaction():
+                for kind, kind_rows in rows.items():
+                    if kind_rows:
+                        self._copy(conn, kind, kind_rows)
+                self._after_insert(conn, rows, units)
+            for kind, kind_rows in rows.items():
+                result.inserted[kind] = len(kind_rows)
+        except psycopg.errors.UniqueViolation:
+            # Some rows are already stored (a replay): store only the new ones.
+            with conn.transaction():
+                inserted_rows: dict[str, list[tuple[Any, ...]]] = {}
+                for kind, kind_rows in rows.items():
+                    inserted_rows[kind] = self._insert_new(conn, kind, kind_rows) if kind_rows else []
+                    result.inserted[kind] = len(inserted_rows[kind])
+                self._after_insert(conn, inserted_rows, units)
+            result.duplicates = n_rows - result.total_inserted
+
 
     @staticmethod
     def _copy(conn: psycopg.Connection, kind: str, kind_rows: Sequence[tuple[Any, ...]]) -> None:
