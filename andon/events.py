@@ -215,6 +215,10 @@ class CounterTracker:
     def restore(self, source_id: str, machine_id: str, total: int, reject: int, ts: dt.datetime) -> None:
         self._last[(source_id, machine_id)] = _CounterState(total, reject, ts)
 
+    def baselines(self) -> list[tuple[tuple[str, str], int, int, dt.datetime]]:
+        """((source_id, machine_id), total, reject, ts) of every counter seen or restored."""
+        return [(k, v.total, v.reject, v.ts) for k, v in self._last.items()]
+
     def has_baseline(self, source_id: str, machine_id: str) -> bool:
         return (source_id, machine_id) in self._last
 

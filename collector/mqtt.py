@@ -315,8 +315,11 @@ class MqttSource(Source):
     async def _next_messages(self, timeout: float) -> list[_Received]:
         assert self._wake is not None
         if not self._inbox:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that arrives
+            # together with the wake-up, and the collector would then never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
         self._wake.clear()
         self._wake_pending = False
         if self.config.batch_linger_s and self._inbox and len(self._inbox) < self.config.batch_max:
