@@ -14,7 +14,7 @@ from andon.settings import Settings, get_settings
 from andon.storage import db, rollups
 from api import problems
 from api.deps import AppState
-from api.routers import downtime, health, ingest, live, machines, oee, plant, reliability
+from api.routers import downtime, health, ingest, jit, live, machines, oee, plant, reliability
 from dashboards import web
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None, refresh_interval_s: float = 5.0
                   description="Equipment reliability, OEE and JIT readiness for Just-in-Time lines.")
     problems.install(app)
     for r in (health.router, plant.router, machines.router, oee.router, downtime.router, reliability.router,
-              live.router, ingest.router):
+              live.router, ingest.router, jit.router):
         app.include_router(r)
     web.install(app)
     return app

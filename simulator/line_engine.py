@@ -339,3 +339,179 @@ def simulate_throughput(
         failure_clock=failure_clock,
         buffers=tuple(caps),
     )
+
+
+# --- precomputed work, many scenarios at once ----------------------------------------------------------
+#
+# With running-clock failures the work of part k at station i (cycle plus every repair that falls into
+# it) does not depend on the buffers, so it can be drawn once and reused by every scenario: common random
+# numbers, and the what-if analysis of many buffer configurations becomes one max-plus recursion over
+# columns (scenario x replication), each column with its own capacities.
+
+UNLIMITED = -1  # capacity code for an unlimited buffer in ``departures_from_work``
+
+
+def fold_stops(base_work: np.ndarray, up_s: np.ndarray, down_s: np.ndarray) -> np.ndarray:
+    """Repair time that falls into each part when stops happen on the running clock.
+
+    ``base_work``: (parts, reps) running seconds per part; ``up_s``/``down_s``: (stops, reps) running time
+    before each stop and its duration. A stop whose running-clock instant falls inside a part delays that
+    part (preempt-resume); one at the very instant a part ends delays the next part, as in
+    ``simulate_throughput``. Returns (parts, reps) extra seconds. ``up_s`` must cover
+    the total work of every replication (raise otherwise): a stop stream that ran out would silently
+    make the tail of the run perfect.
+    """
+    parts, reps = base_work.shape
+    if up_s.shape != down_s.shape or up_s.shape[1] != reps:
+        raise ValueError("up_s and down_s need the shape (stops, reps) of the same replications")
+    clock = np.cumsum(base_work, axis=0)
+    epochs = np.cumsum(up_s, axis=0)
+    if np.any(epochs[-1] < clock[-1]):
+        raise ValueError("the stop stream does not cover the work; draw more stops")
+    cum_down = np.concatenate([np.zeros((1, reps)), np.cumsum(down_s, axis=0)], axis=0)
+    # One searchsorted over all replications: shift each replication's clock past the previous ones.
+    span = float(max(clock[-1].max(), epochs[-1].max())) + 1.0
+    shift = np.arange(reps, dtype=np.float64) * span
+    n_before = np.searchsorted((epochs + shift).T.ravel(), (clock + shift).T.ravel(), side="left")
+    n_before = n_before.reshape(reps, parts).T - np.arange(reps)[None, :] * epochs.shape[0]
+    cols = np.broadcast_to(np.arange(reps), (parts, reps))
+    through = cum_down[n_before, cols]
+    return np.diff(np.concatenate([np.zeros((1, reps)), through], axis=0), axis=0)
+
+
+def departures_from_work(
+    work: np.ndarray,
+    buffers: np.ndarray,
+    sources: np.ndarray | None = None,
+    *,
+    marks: Sequence[int],
+    blocking: Blocking = "after_service",
+    start_full: bool = False,
+    chunk: int = 512,
+) -> np.ndarray:
+    """Departure times from the last station of parts ``marks``, for many scenario columns at once.
+
+    ``work``: (parts, stations, W) seconds, the work of each part at each station, for W work columns
+    (for example work variant x replication). ``buffers``: (stations - 1, C) capacities per scenario
+    column (``UNLIMITED`` for none), meaning what they mean in ``simulate_throughput``. ``sources``:
+    (stations, C) or (C,), the work column each scenario column reads per station (default: column c
+    reads work column c), so scenarios share draws (common random numbers) and a variant can replace the
+    work of one station only. ``start_full``: every buffer is full at time 0 (the normal state of a pull
+    line): the parts already in the line get zero work at the stations they have passed. Returns
+    (len(marks), C) departure times, marks in ascending order.
+
+    The recursion is the one of ``simulate_throughput``, run over anti-diagonals on strided views: per
+    step about seven numpy calls over (stations on the diagonal) x (columns).
+    """
+    parts, n_st, n_work = work.shape
+    if n_st < 2:
+        raise ValueError("need at least two stations")
+    caps = np.asarray(buffers, dtype=np.int64)
+    if caps.ndim != 2 or caps.shape[0] != n_st - 1:
+        raise ValueError(f"{n_st} stations need buffers of shape ({n_st - 1}, columns), got {caps.shape}")
+    n_col = caps.shape[1]
+    if sources is None:
+        if n_work != n_col:
+            raise ValueError("without sources the work needs one column per scenario column")
+        src = np.broadcast_to(np.arange(n_col), (n_st, n_col))
+    else:
+        src = np.asarray(sources, dtype=np.int64)
+        src = np.broadcast_to(src, (n_st, n_col)) if src.ndim == 1 else src
+        if src.shape != (n_st, n_col) or src.min() < 0 or src.max() >= n_work:
+            raise ValueError("sources must index the work columns, shape (stations, columns) or (columns,)")
+    if blocking not in ("after_service", "before_service"):
+        raise ValueError(f"unknown blocking {blocking!r}")
+    least = 1 if blocking == "before_service" else 0
+    if np.any((caps != UNLIMITED) & (caps < least)):
+        raise ValueError(f"buffer capacity below {least} for {blocking} blocking")
+    marks_arr = np.asarray(sorted({int(k) for k in marks}), dtype=np.int64)
+    if marks_arr.size == 0 or marks_arr[0] < 0 or marks_arr[-1] >= parts:
+        raise ValueError("marks must be part indices inside the work")
+    finite = caps[caps != UNLIMITED]
+    # Anti-diagonal slope: the downstream look-back must land on an earlier diagonal.
+    m = 1 if (finite.min() if finite.size else 10**9) >= least + 1 else 2
+    biggest = int(finite.max()) if finite.size else 0
+    width = n_st + 2  # row 0 raw material (always 0), rows 1..n stations, row n+1 zeros (never blocks)
+    stride = width * n_col
+    depth = m * (biggest + 2) + 2
+    n_slots = depth + max(int(chunk), 8)
+    # Slot = diagonal + offset; the first `depth` slots stand for "before time 0" and stay zero, as do
+    # the cells of parts with negative index, so no look-back needs a special case.
+    dep = np.zeros((n_slots, width, n_col))
+    begun = np.zeros((n_slots, width, n_col)) if blocking == "before_service" else None
+    look_flat = (begun if begun is not None else dep).reshape(-1)
+    work_flat = np.ascontiguousarray(work).reshape(-1)
+    cols = np.arange(n_col)
+    back = np.zeros((n_st, n_col), dtype=np.int64)  # look-back in diagonals per (station, column)
+    look_row = np.full((n_st, n_col), n_st + 1, dtype=np.int64)  # the zero row when unlimited
+    for i in range(n_st - 1):
+        limited = caps[i] != UNLIMITED
+        lb = caps[i] + 1 if blocking == "after_service" else caps[i]
+        back[i] = np.where(limited, m * lb - 1, 0)
+        look_row[i] = np.where(limited, i + 2, n_st + 1)
+    fill = np.zeros((n_st, n_col), dtype=np.int64)
+    if start_full:
+        held = 1 if blocking == "after_service" else 0
+        acc = np.ones(n_col, dtype=np.int64)
+        fill[n_st - 1] = acc
+        for i in range(n_st - 2, -1, -1):
+            acc = acc + np.where(caps[i] == UNLIMITED, 0, caps[i] + held)
+            fill[i] = acc
+    max_fill = int(fill.max())
+
+    # Phase p = diagonal mod m: rows p+1, p+1+m, ... are on the diagonal; row j of them holds part k0 - j.
+    phases = []
+    for p in range(m):
+        a = p + 1
+        rows = np.arange(a, n_st + 1, m)
+        j = np.arange(rows.size)[:, None]
+        w_tmpl = (-j * n_st + (rows - 1)[:, None]) * n_work + src[rows - 1]
+        look_tmpl = -back[rows - 1] * stride + look_row[rows - 1] * n_col + cols[None, :]
+        phases.append((a, rows, np.ascontiguousarray(w_tmpl), np.ascontiguousarray(look_tmpl), fill[rows - 1]))
+    n_diag = m * (parts - 1) + n_st
+    diag_of_mark = {int(m * k + n_st - 1): idx for idx, k in enumerate(marks_arr)}
+    out = np.empty((marks_arr.size, n_col))
+    offset = depth
+    for diag in range(n_diag):
+        slot = diag + offset
+        if slot >= n_slots:
+            dep[:depth] = dep[n_slots - depth:]
+            if begun is not None:
+                begun[:depth] = begun[n_slots - depth:]
+            offset -= n_slots - depth
+            slot = diag + offset
+        a, rows, w_tmpl, look_tmpl, fill_rows = phases[diag % m]
+        k0 = (diag - a + 1) // m
+        if k0 - (rows.size - 1) < 0 or k0 >= parts:
+            # Start-up and run-out: only rows whose part index lies in [0, parts).
+            ks = k0 - np.arange(rows.size)
+            ok = (ks >= 0) & (ks < parts)
+            r, kk = rows[ok], ks[ok]
+            begin = np.maximum(dep[slot - 1, r - 1], dep[slot - m, r])
+            look = look_flat.take(look_tmpl[ok] + slot * stride)
+            w = work_flat.take((kk * n_st + r - 1)[:, None] * n_work + src[r - 1])
+            w = np.where(kk[:, None] < fill[r - 1], 0.0, w)
+            if blocking == "after_service":
+                dep[slot, r] = np.maximum(begin + w, look)
+            else:
+                begin = np.maximum(begin, look)
+                begun[slot, r] = begin
+                dep[slot, r] = begin + w
+        else:
+            sl = slice(a, n_st + 1, m)
+            begin = np.maximum(dep[slot - 1, a - 1:n_st:m], dep[slot - m, sl])
+            look = look_flat.take(look_tmpl + slot * stride)
+            w = work_flat.take(w_tmpl + k0 * n_st * n_work)
+            if k0 - (rows.size - 1) < max_fill:
+                w = np.where((k0 - np.arange(rows.size))[:, None] < fill_rows, 0.0, w)
+            if blocking == "after_service":
+                begin += w
+                np.maximum(begin, look, out=dep[slot, sl])
+            else:
+                np.maximum(begin, look, out=begin)
+                begun[slot, sl] = begin
+                np.add(begin, w, out=dep[slot, sl])
+        hit = diag_of_mark.get(diag)
+        if hit is not None:
+            out[hit] = dep[slot, n_st]
+    return out
