@@ -14,7 +14,6 @@ from andon.settings import Settings
 from andon.storage import db, keys
 from andon.storage.writer import EventWriter
 from api.app import create_app
-from api.routers import jit as jit_router
 from simulator.config import SimulationConfig
 from simulator.simulation import simulate
 from simulator.truth import truth_to_events
@@ -43,8 +42,6 @@ def jit_api(fresh_db_url: str, demo_plant: PlantModel):
         _, token = keys.create_key(conn, "viewer", "viewer")
         conn.commit()
     app = create_app(Settings(database_url=fresh_db_url), refresh_interval_s=3600)
-    if not any(getattr(r, "path", "") == "/api/v1/lines/{line_id}/jit-readiness" for r in app.routes):
-        app.include_router(jit_router.router)  # until api/app.py includes the router itself
     with TestClient(app) as client:
         yield client, {"X-API-Key": token}, truth
 
