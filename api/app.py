@@ -14,7 +14,7 @@ from andon.settings import Settings, get_settings
 from andon.storage import db, rollups
 from api import problems
 from api.deps import AppState
-from api.routers import downtime, health, ingest, jit, live, machines, oee, plant, reliability
+from api.routers import downtime, health, ingest, jit, live, machines, metrics, oee, plant, reliability
 from dashboards import web
 
 log = logging.getLogger(__name__)
@@ -24,9 +24,10 @@ def _refresher(state: AppState, stop: threading.Event, interval_s: float) -> Non
     """Keeps rollups and downtime current in the background (queries also refresh on demand)."""
     while not stop.wait(interval_s):
         try:
-            with state.pool.connection() as conn:
+            with metrics.REFRESH_SECONDS.time(), state.pool.connection() as conn:
                 rollups.refresh(conn, state.plant(conn))
         except Exception:
+            metrics.REFRESH_ERRORS.inc()
             log.exception("rollup refresh failed; retrying")
 
 
@@ -60,5 +61,6 @@ def create_app(settings: Settings | None = None, refresh_interval_s: float = 5.0
     for r in (health.router, plant.router, machines.router, oee.router, downtime.router, reliability.router,
               live.router, ingest.router, jit.router):
         app.include_router(r)
+    metrics.install(app)
     web.install(app)
     return app

@@ -92,6 +92,7 @@ class EventWriter:
         rows: dict[str, dict[tuple[int, dt.datetime, int] | tuple[int, str, dt.datetime, int],
                              tuple[Any, ...]]] = {"state": {}, "count": {}, "telemetry": {}}
         units: list[tuple[int, str, str]] = []
+        units_in_batch: set[tuple[int, str]] = set()  # one upsert per new channel, not per sample
         machines = self._machines
         state_codes = STATE_CODES
         for ev in events:
@@ -109,7 +110,8 @@ class EventWriter:
             if isinstance(ev, TelemetrySample):
                 rows["telemetry"][(num, ev.metric, ts, ev.key)] = (ts, num, ev.metric, ev.value, ev.source_id,
                                                                    ev.key)
-                if ev.unit and (num, ev.metric) not in self._units_seen:
+                if ev.unit and (num, ev.metric) not in self._units_seen and (num, ev.metric) not in units_in_batch:
+                    units_in_batch.add((num, ev.metric))
                     units.append((num, ev.metric, ev.unit))
             elif isinstance(ev, StateChange):
                 rows["state"][(num, ts, ev.key)] = (ts, num, state_codes[ev.state], ev.reason_code,
