@@ -32,6 +32,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import socket
 import ssl
 import threading
 import time
@@ -477,6 +478,9 @@ def from_config(cfg: dict[str, Any], plant: PlantModel, counters: CounterTracker
     """Build the source from a sources-file entry (``id``, ``type: mqtt`` and MqttSourceConfig fields).
     Machines default to the plant's, the heartbeat to the plant's timeout."""
     data = {k: v for k, v in cfg.items() if k not in ("id", "type")}
+    if isinstance(data.get("client_id"), str):
+        # Replicas sharing one sources file need their own persistent sessions: "{hostname}" makes one.
+        data["client_id"] = data["client_id"].replace("{hostname}", socket.gethostname())
     data.setdefault("known_machines", [m.id for m in plant.machines()])
     data.setdefault("heartbeat_timeout_s", plant.settings.heartbeat_timeout_s)
     return MqttSource(MqttSourceConfig(source_id=cfg["id"], **data), counters=counters)

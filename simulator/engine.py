@@ -67,7 +67,9 @@ def failure_codes(machine: Machine, micro_code: str) -> list[str]:
     """Concrete fault codes a machine can raise: each prefix pattern E1* gives E101..E103."""
     codes: list[str] = []
     for pattern in machine.fault_map:
-        if pattern == micro_code:
+        # Numeric patterns are aliases of the same faults for PLCs that report integer stop reasons
+        # (OPC UA StopReason.ID): they add no new fault.
+        if pattern == micro_code or pattern.rstrip("*").isdigit():
             continue
         if pattern.endswith("*"):
             codes.extend(f"{pattern[:-1]}0{k}" for k in (1, 2, 3))

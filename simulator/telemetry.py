@@ -116,8 +116,10 @@ def generate_machine(
         iv = _at(ts, sig.state_start)
         running = sig.running[np.clip(iv, 0, None)] & (iv >= 0)
         last_part = _at(ts, sig.part_done)
-        prod = np.where(last_part >= 0, sig.part_product[np.clip(last_part, 0, None)],
-                        sig.part_product[0] if sig.part_product.size else 0)
+        if sig.part_product.size:
+            prod = np.where(last_part >= 0, sig.part_product[np.clip(last_part, 0, None)], sig.part_product[0])
+        else:  # no part made in the window (a weekend): the default product's baseline
+            prod = np.zeros(n, dtype=int)
         pf = sig.product_factors[prod] if sig.product_factors.size else np.ones(n)
         h = sig.health(ts)
         wear = 1.0 - h
