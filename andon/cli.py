@@ -177,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     s.set_defaults(func=cmd_simulate)
 
+    s = sub.add_parser("train", help="fit, evaluate and store a predictive-maintenance model")
+    from andon.pdm_cli import add_arguments as pdm_arguments
+    from andon.pdm_cli import run as pdm_run
+
+    pdm_arguments(s)
+    s.set_defaults(func=pdm_run)
+
     s = sub.add_parser("demo", help="everything on a simulated line: services, simulator, collectors, API, board")
     s.add_argument("--port", type=int, default=None)
     s.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")

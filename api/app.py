@@ -14,7 +14,7 @@ from andon.settings import Settings, get_settings
 from andon.storage import db, rollups
 from api import problems
 from api.deps import AppState
-from api.routers import downtime, health, ingest, jit, live, machines, metrics, oee, plant, reliability
+from api.routers import downtime, health, ingest, jit, live, machines, metrics, oee, plant, reliability, risk
 from dashboards import web
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def _refresher(state: AppState, stop: threading.Event, interval_s: float) -> Non
             log.exception("rollup refresh failed; retrying")
 
 
-def create_app(settings: Settings | None = None, refresh_interval_s: float = 5.0) -> FastAPI:
+def create_app(settings: Settings | None = None, refresh_interval_s: float = 5.0, score_risk: bool = True) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -44,13 +44,21 @@ def create_app(settings: Settings | None = None, refresh_interval_s: float = 5.0
         state = AppState(pool, read_pool)
         app.state.andon = state
         stop = threading.Event()
-        worker = threading.Thread(target=_refresher, args=(state, stop, refresh_interval_s), daemon=True)
-        worker.start()
+        workers = [threading.Thread(target=_refresher, args=(state, stop, refresh_interval_s), daemon=True,
+                                    name="rollup-refresh")]
+        if score_risk:
+            from andon.pdm import scoring_loop
+
+            workers.append(threading.Thread(target=scoring_loop, args=(stop, settings), daemon=True,
+                                            name="pdm-scoring"))
+        for w in workers:
+            w.start()
         try:
             yield
         finally:
             stop.set()
-            worker.join(timeout=10)
+            for w in workers:
+                w.join(timeout=10)
             pool.close()
             if read_pool is not None:
                 read_pool.close()
@@ -59,7 +67,7 @@ def create_app(settings: Settings | None = None, refresh_interval_s: float = 5.0
                   description="Equipment reliability, OEE and JIT readiness for Just-in-Time lines.")
     problems.install(app)
     for r in (health.router, plant.router, machines.router, oee.router, downtime.router, reliability.router,
-              live.router, ingest.router, jit.router):
+              live.router, ingest.router, jit.router, risk.router):
         app.include_router(r)
     metrics.install(app)
     web.install(app)

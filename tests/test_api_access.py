@@ -36,6 +36,9 @@ REQUIRED = {
     ("POST", "/api/v1/ingest"): "gateway",
     ("GET", "/api/v1/lines/{line_id}/jit-readiness"): "viewer",
     ("POST", "/api/v1/lines/{line_id}/what-if"): "viewer",
+    ("GET", "/api/v1/risk"): "viewer",
+    ("GET", "/api/v1/machines/{machine_id}/risk"): "viewer",
+    ("GET", "/api/v1/pdm/models"): "viewer",
 }
 ALLOWED = {
     "viewer": {"viewer", "maintainer", "admin"},

@@ -1,0 +1,120 @@
+"""One risk per machine (ISO 13374 AG block): probability, level, lead time and drivers in words.
+
+Levels: ``act`` needs both a high probability of failing within H hours *and* condition evidence (the
+machine's own health score well above its healthy baseline): an age-based hazard or a calendar alone
+can never send a machine to ``act``, and neither can a data-quality problem (faulty samples are not
+features). ``watch`` is a moderate probability or a moderate health excursion. The thresholds are
+chosen at training time on out-of-fold predictions and stored with the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analytics.pdm.data import CHANNELS
+from analytics.pdm.features import CHANNEL_WORDS
+
+LEVELS = ("ok", "watch", "act")
+# Smallest deviation worth a word, per channel (relative to the baseline level).
+NOTABLE = {"vibration_rms": 0.10, "bearing_temp": 0.08, "motor_current": 0.03, "cycle_time": 0.02}
+
+
+@dataclass(frozen=True)
+class RiskThresholds:
+    act_probability: float = 0.5
+    watch_probability: float = 0.2
+    release_probability: float = 0.3
+    act_health: float = 3.0  # condition evidence needed for act (robust z, root mean square of upward parts)
+    watch_health: float = 2.0
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def levels(probability: np.ndarray, health: np.ndarray, th: RiskThresholds) -> np.ndarray:
+    p = np.nan_to_num(np.asarray(probability, dtype=float), nan=0.0)
+    h = np.nan_to_num(np.asarray(health, dtype=float), nan=0.0)
+    out = np.full(p.shape, "ok", dtype=object)
+    out[(p >= th.watch_probability) | (h >= th.watch_health)] = "watch"
+    out[(p >= th.act_probability) & (h >= th.act_health)] = "act"
+    return out
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.0f} %"
+
+
+def _span(hours: float) -> str:
+    if not np.isfinite(hours):
+        return ""
+    return f" over {hours / 24:.0f} days" if hours >= 36 else f" over {hours:.0f} h"
+
+
+def drivers(row: pd.Series | dict[str, Any], z: dict[str, float] | None = None, limit: int = 3) -> list[str]:
+    """The top reasons in words, strongest first ("vibration RMS up 40 % over 3 days; micro-stops doubled").
+
+    `z` gives each feature's robust z-score against the machine's healthy baseline (how unusual it is);
+    without it deviations are ranked by their size relative to the notable thresholds.
+    """
+    get = row.get
+    found: list[tuple[float, str]] = []
+    for ch in CHANNELS:
+        level = get(f"{ch}_level")
+        if level is None or not np.isfinite(level) or level < NOTABLE[ch]:
+            continue
+        trend = get(f"{ch}_trend72")
+        span = get(f"{ch}_span72_h")
+        words = CHANNEL_WORDS[ch]
+        if trend is not None and np.isfinite(trend) and trend > NOTABLE[ch] / 2 and 1 + level - trend > 0:
+            change = (1 + level) / (1 + level - trend) - 1
+            text = f"{words} up {_pct(change)}{_span(float(span) if span is not None else np.nan)}"
+        else:
+            text = f"{words} {_pct(level)} above its baseline"
+        if ch == "bearing_temp":
+            text += " (same product)"
+        strength = (z or {}).get(f"{ch}_level", level / NOTABLE[ch])
+        found.append((float(strength), text))
+    micro = get("micro_ratio")
+    if micro is not None and np.isfinite(micro) and micro >= 1.5:
+        text = "micro-stops doubled" if 1.8 <= micro < 2.5 else (
+            f"micro-stops ×{micro:.1f}" if micro >= 2.5 else f"micro-stops up {_pct(micro - 1)}")
+        found.append((float((z or {}).get("micro_ratio", micro)), text))
+    warn = get("warn_rate_h")
+    if warn is not None and np.isfinite(warn) and warn >= 0.15:
+        found.append((float((z or {}).get("warn_rate_h", warn * 10)),
+                      f"warning codes {warn:.1f} per running hour"))
+    hazard = get("hazard")
+    age = get("age_h")
+    if hazard is not None and np.isfinite(hazard) and hazard >= 0.2 and age is not None and np.isfinite(age):
+        found.append((1.0, f"{age:.0f} running hours since the last repair (age-based hazard {_pct(hazard)})"))
+    found.sort(key=lambda x: -x[0])
+    return [t for _, t in found[:limit]]
+
+
+def wall_hours_for_running(rul_running_h: np.ndarray, times: pd.DatetimeIndex, production: pd.DataFrame,
+                           running_share: np.ndarray, max_h: float = 336.0) -> np.ndarray:
+    """Wall-clock hours until `rul_running_h` running hours have passed, from the production calendar
+    and the machine's recent share of running time (None where beyond max_h)."""
+    from analytics.pdm.data import production_hours_ahead
+
+    hours = np.arange(1.0, max_h + 1.0)
+    out = np.full(len(times), np.nan)
+    share = np.clip(np.nan_to_num(np.asarray(running_share, dtype=float), nan=0.8), 0.2, 1.0)
+    for k, t in enumerate(times):
+        r = rul_running_h[k]
+        if not np.isfinite(r):
+            continue
+        if r <= 0:
+            out[k] = 0.0
+            continue
+        cum = np.array([production_hours_ahead(production, pd.DatetimeIndex([t]), h)[0] for h in (max_h,)])
+        if cum[0] * share[k] < r:
+            continue
+        ahead = np.array([production_hours_ahead(production, pd.DatetimeIndex([t]), h)[0] for h in hours])
+        idx = int(np.searchsorted(ahead * share[k], r))
+        out[k] = float(hours[min(idx, hours.size - 1)])
+    return out
