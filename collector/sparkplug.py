@@ -1027,8 +1027,9 @@ class SparkplugHost:
                     state_ts = max(payload_ts, tags.emitted_ts)
                 tags.emitted = (state, fault)
                 tags.emitted_ts = state_ts
+                # The PackML state number is not a reason of the plant's tree: the stop's reason comes
+                # from the fault code through the machine's fault map (or from a person).
                 result.items.append(StateChange(machine, state_ts, state, self.source_id, fault_code=fault,
-                                                reason_code=f"packml:{PACKML_STATES.get(tags.state_number, '?')}",
                                                 seq=f"{key_base}/{state_ident}"))
         if counter_touched and tags.processed is not None and counter_ts is not None:
             try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 import psycopg
 
@@ -63,14 +64,18 @@ def periods(
     now = now or dt.datetime.now(UTC)
     ms = [ctx.by_id[mid] for mid in machine_ids]
     nums = [m.num for m in ms]
-    sums = ", ".join(f"sum({c})::bigint" if c in ("total_count", "reject_count", "startup_rejects")
-                     else f"sum({c})::float8" for c in _SUM_COLUMNS)
-    covered = ("period_end <= (select covered_to from rollup_watermarks w where w.machine = r.machine)")
+    sums = ", ".join(f"sum(r.{c})::bigint" if c in ("total_count", "reject_count", "startup_rejects")
+                     else f"sum(r.{c})::float8" for c in _SUM_COLUMNS)
+    # Only rows below each machine's watermark: a join, not a sub-select evaluated once per row.
+    source = ("from machine_rollups r join rollup_watermarks w on w.machine = r.machine "
+              "where r.machine = any(%s) and r.period_start >= %s and r.period_end <= %s "
+              "and r.period_end <= w.covered_to")
+    # Binary results: no text parsing of the (many) numbers and timestamps.
+    cur = conn.cursor(binary=True)
     if grain is None:
-        rows = conn.execute(
-            f"select {', '.join(rollups.ROLLUP_COLUMNS)} from machine_rollups r "
-            f"where machine = any(%s) and period_start >= %s and period_end <= %s and {covered} "
-            "order by machine, period_start",
+        rows = cur.execute(
+            f"select {', '.join(f'r.{c}' for c in rollups.ROLLUP_COLUMNS)} {source} "
+            "order by r.machine, r.period_start",
             (nums, start, end),
         ).fetchall()
     else:
@@ -79,26 +84,16 @@ def periods(
         rows = []
         for tz in sorted(set(tz_of.values())):
             group_nums = [n for n in nums if tz_of[n] == tz]
-            day = "(period_start at time zone %s)::date" if grain == "day" else "null::date"
-            rows += conn.execute(
-                f"select machine, min(period_start), max(period_end), calendar_kind, shift_key, {sums}, "
-                "sum(extract(epoch from period_end - period_start))::float8 "
-                f"from machine_rollups r where machine = any(%s) and period_start >= %s and period_end <= %s "
-                f"and {covered} group by machine, calendar_kind, shift_key, {day} order by machine, 2",
+            day = "(r.period_start at time zone %s)::date" if grain == "day" else "null::date"
+            rows += cur.execute(
+                f"select r.machine, min(r.period_start), max(r.period_end), r.calendar_kind, r.shift_key, {sums}, "
+                f"sum(extract(epoch from r.period_end - r.period_start))::float8 {source} "
+                f"group by r.machine, r.calendar_kind, r.shift_key, {day} order by r.machine, 2",
                 ((group_nums, start, end, tz) if grain == "day" else (group_nums, start, end)),
             ).fetchall()
     by_machine: dict[int, list[tuple]] = {n: [] for n in nums}
     for r in rows:
         by_machine[r[0]].append(r)
-    bounds = {}
-    if grain is not None:
-        # The stored span per machine (the grouped rows no longer tell it).
-        for num, a, b in conn.execute(
-            f"select machine, min(period_start), max(period_end) from machine_rollups r where machine = any(%s) "
-            f"and period_start >= %s and period_end <= %s and {covered} group by machine",
-            (nums, start, end),
-        ).fetchall():
-            bounds[num] = (a, b)
     out: list[tuple] = []
     for m in ms:
         stored = by_machine[m.num]
@@ -106,7 +101,8 @@ def periods(
         # A source still inside its heartbeat: its last state holds until now, not beyond.
         horizon = min(horizon, now) if horizon is not None else start  # never any data: all "no data"
         if stored:
-            r0, r1 = bounds.get(m.num) or (stored[0][1], stored[-1][2])
+            # The stored span (grouped rows are not contiguous: take the extremes of all of them).
+            r0, r1 = min(r[1] for r in stored), max(r[2] for r in stored)
             if start < r0:
                 out.extend(rollups.compute_periods(conn, m, start, r0, horizon))
             out.extend(stored)
@@ -114,19 +110,40 @@ def periods(
                 out.extend(rollups.compute_periods(conn, m, r1, end, horizon))
         else:
             out.extend(rollups.compute_periods(conn, m, start, end, horizon))
-    if grain is None:
-        df = pd.DataFrame(out, columns=rollups.ROLLUP_COLUMNS)
-    else:
+    n = len(rollups.ROLLUP_COLUMNS)
+    names = rollups.ROLLUP_COLUMNS if grain is None else [*rollups.ROLLUP_COLUMNS, "period_s"]
+    if grain is not None:
         # Grouped rows are not contiguous: their length is the sum of their periods' lengths.
-        n = len(rollups.ROLLUP_COLUMNS)
         out = [r if len(r) > n else (*r, (r[2] - r[1]).total_seconds()) for r in out]
-        df = pd.DataFrame(out, columns=[*rollups.ROLLUP_COLUMNS, "period_s"])
-        df["period_s"] = df["period_s"].astype(float)
+    df = _frame(out, names)
     id_of = {m.num: m.id for m in ms}
     df["machine"] = df["machine"].map(id_of)
-    for c in ("period_start", "period_end"):
-        df[c] = pd.to_datetime(df[c], utc=True)
     return df
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+_US = dt.timedelta(microseconds=1)
+_TEXT_COLUMNS = ("calendar_kind", "shift_key")
+_INT_COLUMNS = ("machine", "total_count", "reject_count", "startup_rejects")
+
+
+def _frame(rows: list[tuple], names: Sequence[str]) -> pd.DataFrame:
+    """Rollup-shaped rows as a frame, built column by column (a year of rows: the generic constructor
+    infers every column from Python objects and parses the timestamps one by one)."""
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+    data: dict[str, object] = {}
+    for name, values in zip(names, columns, strict=True):
+        if name in ("period_start", "period_end"):
+            # Whole microseconds, exactly: integer arithmetic, not float seconds.
+            data[name] = pd.to_datetime(np.fromiter(((t - _EPOCH) // _US for t in values), dtype=np.int64,
+                                                    count=len(values)), unit="us", utc=True)
+        elif name in _TEXT_COLUMNS:
+            data[name] = np.array(values, dtype=object)
+        elif name in _INT_COLUMNS:
+            data[name] = np.array(values, dtype=np.int64)
+        else:
+            data[name] = np.array(values, dtype=np.float64)
+    return pd.DataFrame(data, columns=list(names))
 
 
 def stops(
@@ -256,7 +273,7 @@ def current_states(conn: psycopg.Connection, ctx: PlantContext, now: dt.datetime
             since = (last_seen + dt.timedelta(seconds=heartbeat)) if last_seen else None
             out.append((mid, "offline", since, None, None, last_seen))
         else:
-            auto = timeline.map_fault(m.fault_map, fault, reason) if m else reason
+            auto = timeline.map_fault(m.fault_map, fault, reason, m.known_reasons) if m else reason
             out.append((mid, STATE_BY_CODE[state].value, ts, auto, fault, last_seen))
     return pd.DataFrame(out, columns=["machine", "state", "since", "reason_code", "fault_code", "last_seen"])
 

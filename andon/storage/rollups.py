@@ -41,6 +41,7 @@ class MachineContext:
     heartbeat_s: float
     startup_window_s: float
     small_stop_threshold_s: float
+    known_reasons: frozenset[str] = frozenset()
 
     def ideal_for(self, product: str | None) -> float:
         return self.products.get(product, self.ideal_cycle_s) if product else self.ideal_cycle_s
@@ -69,6 +70,7 @@ def load_context(conn: psycopg.Connection) -> PlantContext:
                     products=dict(m.products), fault_map=dict(m.fault_map),
                     heartbeat_s=model.settings.heartbeat_timeout_s, startup_window_s=model.settings.startup_window_s,
                     small_stop_threshold_s=model.settings.small_stop_threshold_s,
+                    known_reasons=frozenset(r.code for c in model.reasons for r in c.reasons),
                 )
     return PlantContext(model, ctx, {c.id: c for c in ctx.values()})
 
@@ -342,7 +344,7 @@ def _refresh_downtime(conn: psycopg.Connection, m: MachineContext, dirty_from: d
                 fault_code = excluded.fault_code, auto_reason = excluded.auto_reason
             """,
             [(m.num, s.start, s.end, s.state, s.fault_code, timeline.map_fault(m.fault_map, s.fault_code,
-                                                                               s.reason_code))
+                                                                               s.reason_code, m.known_reasons))
              for s in derived],
         )
     for start_ts, old in carried.items():

@@ -232,10 +232,12 @@ def derive_stops(
     return out
 
 
-def map_fault(fault_map: dict[str, str], fault_code: str | None, reason_code: str | None) -> str | None:
-    """The reason for a stop from what the PLC said: an explicit reason code first, then the fault code
-    through the machine's fault map (exact match before the longest matching "prefix*" rule)."""
-    if reason_code:
+def map_fault(fault_map: dict[str, str], fault_code: str | None, reason_code: str | None,
+              known_reasons: frozenset[str] | None = None) -> str | None:
+    """The reason for a stop from what the PLC said: an explicit reason code of the plant's tree first,
+    then the fault code through the machine's fault map (exact match before the longest matching
+    "prefix*" rule). A reason code the tree does not know is ignored, not passed on."""
+    if reason_code and (known_reasons is None or reason_code in known_reasons):
         return reason_code
     if not fault_code:
         return None
