@@ -4,6 +4,7 @@
 
 Andon.start(async () => {
   const line = await Andon.lineSelector();
+  const names = await Andon.reasons();
   const tiles = document.getElementById("tiles");
   tiles.innerHTML = line.machines.map((m, i) => {
     const buf = m.buffer_after && i < line.machines.length - 1
@@ -24,7 +25,8 @@ Andon.start(async () => {
       tile.querySelector(".state").textContent = Andon.STATE_LABELS[s.state] || s.state;
       const stopped = !["running", "offline"].includes(s.state);
       tile.querySelector(".reason").textContent = stopped
-        ? (s.reason_code || (s.fault_code ? `fault ${s.fault_code}` : (s.state === "unplanned_stop" ? "reason not given" : "")))
+        ? (s.reason_code ? (names[s.reason_code] || s.reason_code)
+          : (s.fault_code ? `fault ${s.fault_code}` : (s.state === "unplanned_stop" ? "reason not given" : "")))
         : "";
       since[s.machine] = s.since ? new Date(s.since) : null;
     }

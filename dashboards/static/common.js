@@ -68,8 +68,21 @@ const Andon = (() => {
   const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
   const STATE_LABELS = { running: "Running", idle: "Idle", starved: "Starved", blocked: "Blocked",
     planned_stop: "Planned stop", setup: "Setup", unplanned_stop: "Down", offline: "No data" };
-  const plotLayout = (extra) => Object.assign({ paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
-    font: { color: "#e8ecf1" }, margin: { l: 50, r: 50, t: 30, b: 80 } }, extra || {});
+  const axis = { gridcolor: "#2a3240", zerolinecolor: "#3a4456" };
+  const plotLayout = (extra) => {
+    const layout = Object.assign({ paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
+      font: { color: "#e8ecf1" }, margin: { l: 50, r: 50, t: 30, b: 80 } }, extra || {});
+    for (const k of ["xaxis", "yaxis", "yaxis2"]) layout[k] = Object.assign({}, axis, layout[k] || {});
+    return layout;
+  };
+  let reasonNames = null;
+  async function reasons() {
+    if (!reasonNames) {
+      reasonNames = {};
+      for (const c of await api("/api/v1/reasons")) for (const r of c.reasons) reasonNames[r.code] = r.name || r.code;
+    }
+    return reasonNames;
+  }
 
   function status(text, isError) {
     const el = document.getElementById("status");
@@ -86,5 +99,5 @@ const Andon = (() => {
     }
   }
 
-  return { api, key, lineSelector, pct, duration, esc, STATE_LABELS, plotLayout, status, start };
+  return { api, key, lineSelector, pct, duration, esc, STATE_LABELS, plotLayout, status, start, reasons };
 })();
