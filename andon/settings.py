@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     sources_file: Path = Field(default=REPO_ROOT / "config" / "sources.yaml", description="collector sources")
     api_host: str = Field(default="127.0.0.1", description="bind address; loopback unless told otherwise")
     api_port: int = Field(default=8080, ge=1, le=65535)
+    ingest_rate_per_s: float = Field(default=20.0, gt=0, description="HTTP ingest requests per second per key")
+    ingest_burst: float = Field(default=40.0, ge=1, description="HTTP ingest burst per key")
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = Field(default=1883, ge=1, le=65535)
     spool_dir: Path = Field(default=Path("/var/tmp/andon-spool"), description="store-and-forward spool")

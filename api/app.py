@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None, refresh_interval_s: float = 5.0
 
     app = FastAPI(title="Andon", version=__version__, lifespan=lifespan,
                   description="Equipment reliability, OEE and JIT readiness for Just-in-Time lines.")
+    app.state.settings = settings
     problems.install(app)
     for r in (health.router, plant.router, machines.router, oee.router, downtime.router, reliability.router,
               live.router, ingest.router, jit.router, risk.router):

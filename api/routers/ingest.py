@@ -33,7 +33,8 @@ MAX_EVENTS = mqtt_json.MAX_BATCH_EVENTS
 def _limiter(request: Request) -> TokenBuckets:
     lim = getattr(request.app.state, "ingest_limiter", None)
     if lim is None:
-        lim = request.app.state.ingest_limiter = TokenBuckets(rate_per_s=20.0, burst=40.0)
+        settings = request.app.state.settings
+        lim = request.app.state.ingest_limiter = TokenBuckets(settings.ingest_rate_per_s, settings.ingest_burst)
     return lim
 
 
