@@ -10,7 +10,6 @@ Inputs are the pandas frames storage produces (``periods``, ``stops``, ``interva
 - ``downtime``: stop list, stops needing a reason, Pareto tables
 - ``machine_reliability``: failures, MTBF, MTTR, inherent availability, Weibull fit
 - ``shift_report``: target vs actual per shift with OEE and top stops
-- ``periods``: reference construction of ``periods``/``stops`` from raw events
 """
 
 from analytics.downtime import pareto, stop_list, unassigned_stops

@@ -144,7 +144,7 @@ def test_pareto_of_empty_and_zero_time() -> None:
 
 
 def test_scheduled_seconds_from_periods() -> None:
-    from analytics.periods import periods_from_events
+    from tests.reference_periods import periods_from_events
     from andon.calendar import expand
     from andon.plant import Break, Calendar, Shift
 

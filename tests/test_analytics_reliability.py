@@ -10,8 +10,8 @@ import pytest
 from scipy import stats
 
 from analytics.machine_reliability import FailurePolicy, machine_reliability, select_failures
-from analytics.periods import stops_from_intervals
 from andon.plant import PlantSettings
+from tests.reference_periods import stops_from_intervals
 from tests.test_analytics_support import at, intervals_frame, sequence, set_reason
 
 T0 = at("2024-01-01 00:00")

