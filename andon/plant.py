@@ -90,6 +90,18 @@ class Machine(_Model):
         return self.ideal_cycle_s
 
 
+def fault_reason(fault_map: dict[str, str], fault_code: str) -> str | None:
+    """A fault code's reason by a machine's fault map: exact entry first, else the longest matching
+    "prefix*" rule, else None."""
+    if fault_code in fault_map:
+        return fault_map[fault_code]
+    best: tuple[int, str] | None = None
+    for pattern, reason in fault_map.items():
+        if pattern.endswith("*") and fault_code.startswith(pattern[:-1]) and (best is None or len(pattern) > best[0]):
+            best = (len(pattern), reason)
+    return best[1] if best else None
+
+
 class Line(_Model):
     id: Identifier
     name: str = ""

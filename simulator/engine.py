@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from andon.events import STATE_CODES, MachineState
-from andon.plant import Machine, PlantModel
+from andon.plant import Machine, PlantModel, fault_reason
 from simulator.config import Degradation, MachineSim, SimulationConfig
 from simulator.distributions import BlockDraws, UniformDraws
 
@@ -52,15 +52,8 @@ class Cause:
 
 
 def resolve_reason(machine: Machine, fault_code: str) -> str | None:
-    """The plant fault_map's reason for a concrete code: exact entry, else the longest matching prefix*."""
-    if fault_code in machine.fault_map:
-        return machine.fault_map[fault_code]
-    best: tuple[int, str] | None = None
-    for pattern, reason in machine.fault_map.items():
-        matches = pattern.endswith("*") and fault_code.startswith(pattern[:-1])
-        if matches and (best is None or len(pattern) > best[0]):
-            best = (len(pattern), reason)
-    return best[1] if best else None
+    """The plant fault_map's reason for a concrete code (the same rule the collectors apply)."""
+    return fault_reason(machine.fault_map, fault_code)
 
 
 def failure_codes(machine: Machine, micro_code: str) -> list[str]:

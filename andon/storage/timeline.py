@@ -20,7 +20,7 @@ import numpy as np
 
 from andon.calendar import Segment, expand
 from andon.events import STATE_CODES, MachineState
-from andon.plant import Calendar
+from andon.plant import Calendar, fault_reason
 
 UTC = dt.UTC
 N_STATES = len(STATE_CODES)
@@ -235,21 +235,12 @@ def derive_stops(
 def map_fault(fault_map: dict[str, str], fault_code: str | None, reason_code: str | None,
               known_reasons: frozenset[str] | None = None) -> str | None:
     """The reason for a stop from what the PLC said: an explicit reason code of the plant's tree first,
-    then the fault code through the machine's fault map (exact match before the longest matching
-    "prefix*" rule). A reason code the tree does not know is ignored, not passed on."""
+    then the fault code through the machine's fault map. A reason code the tree does not know is
+    ignored, not passed on."""
     if reason_code and (known_reasons is None or reason_code in known_reasons):
         return reason_code
-    if not fault_code:
-        return None
-    if fault_code in fault_map:
-        return fault_map[fault_code]
-    best = None
-    for pattern, reason in fault_map.items():
-        if pattern.endswith("*") and fault_code.startswith(pattern[:-1]) and (
-            best is None or len(pattern) > len(best[0])
-        ):
-            best = (pattern, reason)
-    return best[1] if best else None
+    return fault_reason(fault_map, fault_code) if fault_code else None
+
 
 
 STOP_CLASSES = ("planned", "small", "breakdown")
