@@ -35,7 +35,7 @@ Counts (total, reject, startup rejects, ideal time) are always summed, whatever 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -384,4 +384,5 @@ class OeeTotals:
         }
 
     def to_dict(self) -> dict[str, float]:
-        return asdict(self)
+        # Not dataclasses.asdict: it deep-copies field by field, slow for a year of buckets.
+        return {name: getattr(self, name) for name in LEDGER_COLUMNS}

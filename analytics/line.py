@@ -264,17 +264,25 @@ def line_oee(
     intervals: pd.DataFrame | None = None,
     basis: LineBasis = "bottleneck",
     now: dt.datetime | None = None,
+    *,
+    ledger: pd.DataFrame | None = None,
 ) -> LineOeeResult:
     """Line OEE of a serial line and each machine's contribution.
 
     Line OEE = good parts out of the last station x the line's ideal cycle time / the last station's PPT
     (A and Q are the last station's; P uses the line's ideal cycle time, so a fast last station does not
     flatter the line). With ``intervals`` (raw state intervals of the line's machines over the same
-    window) the starved/blocked time inside scheduled time is attributed to its cause.
+    window) the starved/blocked time inside scheduled time is attributed to its cause. ``ledger``:
+    ``build_ledger(periods, stops, policy, now)`` when the caller already has it.
     """
-    ledger = build_ledger(periods[periods["machine"].isin(line.machines)], stops, policy, now)
-    sums = ledger.groupby("machine")[list(LEDGER_COLUMNS)].sum()
-    per_machine = {m: OeeTotals.from_row(sums.loc[m]) if m in sums.index else OeeTotals() for m in line.machines}
+    if ledger is None:
+        ledger = build_ledger(periods[periods["machine"].isin(line.machines)], stops, policy, now)
+    else:
+        mine = ledger["machine"].isin(line.machines)
+        if not mine.all():
+            ledger = ledger[mine]
+    sums = OeeTotals.per_group(ledger.groupby("machine")[list(LEDGER_COLUMNS)].sum())
+    per_machine = {m: sums.get(m, OeeTotals()) for m in line.machines}
     output = line.machines[-1]
     line_cycle = line.line_ideal_cycle_s(basis)
     out_totals = per_machine[output]
@@ -295,6 +303,14 @@ def line_oee(
     contributions = []
     for position, m in enumerate(line.machines, start=1):
         t = per_machine[m]
+        if attribution.empty:  # (long windows: no attribution; skip a year of empty-frame lookups)
+            contributions.append(MachineContribution(
+                machine=m, position=position, ideal_cycle_s=float(line.ideal_cycle_s[m]),
+                is_bottleneck=m == line.bottleneck, oee=oee_from_totals(t),
+                own_stop_s=t.breakdown_s + t.setup_s + t.small_stop_s, caused_starved_s=0.0, caused_blocked_s=0.0,
+                caused_output_starved_s=0.0, share_of_output_starved=None,
+            ))
+            continue
         caused = attribution[attribution["cause"] == m]
         caused_output = float(output_starved.loc[output_starved["cause"] == m, "seconds"].sum())
         contributions.append(

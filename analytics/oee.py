@@ -338,9 +338,15 @@ def oee_by(
     policy: OeePolicy,
     by: str | Sequence[str],
     now: dt.datetime | None = None,
+    *,
+    ledger: pd.DataFrame | None = None,
 ) -> dict[Any, OeeResult]:
-    """OEE per group of any period column(s), e.g. ``"machine"`` or ``"shift_key"``."""
-    ledger = build_ledger(periods, stops, policy, now)
+    """OEE per group of any period column(s), e.g. ``"machine"`` or ``"shift_key"``.
+
+    ``ledger``: ``build_ledger(periods, stops, policy, now)`` when the caller already has it (then
+    periods, stops and now are not read again)."""
+    if ledger is None:
+        ledger = build_ledger(periods, stops, policy, now)
     keys = [by] if isinstance(by, str) else list(by)
     sums = ledger.groupby(keys, dropna=False, sort=True)[list(LEDGER_COLUMNS)].sum()
     return {key: oee_from_totals(totals) for key, totals in OeeTotals.per_group(sums).items()}
@@ -362,17 +368,28 @@ def oee_series(
     bucket: str,
     tz: str,
     now: dt.datetime | None = None,
+    *,
+    ledger: pd.DataFrame | None = None,
 ) -> list[OeeBucket]:
     """OEE in time buckets: ``hour``, ``shift``, ``day`` or ``week`` (day and week in the site's local
     time zone ``tz``; weeks start on Monday). Each bucket is the sum of the periods inside it, so the
     buckets of a day sum to the day. Periods without a shift are left out of ``shift`` buckets.
+    ``ledger`` as in ``oee_by``.
     """
     if bucket not in BUCKETS:
         raise ValueError(f"bucket must be one of {BUCKETS}, got {bucket!r}")
-    ledger = build_ledger(periods, stops, policy, now)
+    if ledger is None:
+        ledger = build_ledger(periods, stops, policy, now)
     if ledger.empty:
         return []
-    keyed, buckets = assign_buckets(ledger, bucket, tz)
-    sums = keyed.groupby("bucket_key", sort=True)[list(LEDGER_COLUMNS)].sum()
-    series = [OeeBucket(buckets[key], oee_from_totals(t)) for key, t in OeeTotals.per_group(sums).items()]
+    # Bucket keys from the time columns alone (not a copy of the whole ledger); shift buckets leave out
+    # the rows without a shift.
+    keyed, buckets = assign_buckets(ledger[["period_start", "period_end", "shift_key"]], bucket, tz)
+    values = ledger[list(LEDGER_COLUMNS)]
+    if len(keyed) != len(values):
+        values = values.loc[keyed.index]
+    # Group by integer codes of the keys (cheaper than by the keys themselves; the same rows, same sums).
+    codes, keys = pd.factorize(keyed["bucket_key"].to_numpy(), sort=True)
+    sums = values.groupby(codes, sort=True).sum()
+    series = [OeeBucket(buckets[keys[code]], oee_from_totals(t)) for code, t in OeeTotals.per_group(sums).items()]
     return sorted(series, key=lambda b: b.bucket.start)

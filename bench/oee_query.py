@@ -18,6 +18,10 @@ Measured:
   the rollups), then the same analytics calls the endpoint makes. The two answers are compared number by
   number (relative 1e-9; the OEE values absolutely to 1e-9) and both OEE figures are printed.
 
+To iterate without the setup: ``--reuse-db NAME`` uses database NAME if it holds a finished bench setup
+(pending migrations applied, rollups refreshed, then timed), otherwise sets it up under that name and keeps
+it; ``--keep-db [NAME]`` keeps the database of a normal run.
+
 Last line: one JSON object.
 """
 
@@ -159,6 +163,18 @@ def setup_data(url: str, machines: int, days: int, seed: int, batch: int) -> dic
     return {"timings": timings, "state_events": len(states), "count_events": len(counts),
             "sim_state_intervals": n_intervals, "parts": n_parts, "rollup_rows": stats.periods_written,
             "stops": stats.stops_written}
+
+
+def _has_bench_data(name: str) -> bool:
+    """Whether database `name` exists and holds the bench line's rollups (a finished setup)."""
+    with psycopg.connect(BASE, autocommit=True) as c:
+        if c.execute("select 1 from pg_database where datname = %s", (name,)).fetchone() is None:
+            return False
+    try:
+        with psycopg.connect(make_conninfo(BASE, dbname=name)) as conn:
+            return bool(conn.execute("select exists (select 1 from rollup_watermarks)").fetchone()[0])
+    except psycopg.Error:
+        return False
 
 
 def existing_data(url: str) -> dict[str, Any]:
@@ -337,23 +353,39 @@ def main() -> int:
     ap.add_argument("--raw-runs", type=int, default=1)
     ap.add_argument("--batch", type=int, default=20_000, help="events per writer batch in the setup")
     ap.add_argument("--profile", action="store_true", help="also print a cProfile of the handler in-process")
-    ap.add_argument("--keep-db", action="store_true", help="keep the bench database (for investigation)")
-    ap.add_argument("--db", help="reuse a database kept by --keep-db (same --machines/--days/--seed): no setup")
+    ap.add_argument("--keep-db", nargs="?", const="", metavar="NAME",
+                    help="keep the bench database (named NAME if given) for investigation or --reuse-db")
+    ap.add_argument("--reuse-db", "--db", dest="db", metavar="NAME",
+                    help="reuse database NAME (same --machines/--days/--seed) if it holds bench data, pending "
+                         "migrations applied; otherwise set it up under that name and keep it")
     args = ap.parse_args()
     if args.requests < 20:
         ap.error("--requests must be at least 20 for a p95")
 
-    name = args.db or f"andon_bench_{uuid.uuid4().hex[:8]}"
+    name = args.db or args.keep_db or f"andon_bench_{uuid.uuid4().hex[:8]}"
+    keep = args.keep_db is not None or args.db is not None
     url = make_conninfo(BASE, dbname=name)
-    if not args.db:
+    reuse = args.db is not None and _has_bench_data(name)
+    if not reuse:
         with psycopg.connect(BASE, autocommit=True) as c:
+            if c.execute("select 1 from pg_database where datname = %s", (name,)).fetchone() is not None:
+                if not name.startswith("andon_bench"):
+                    ap.error(f"database {name} exists without bench data: drop it or pick another name")
+                c.execute(f'drop database "{name}" with (force)')  # an unfinished bench setup
             c.execute(f'create database "{name}"')
+    print(f"database {name} ({'reused' if reuse else 'new'}{', kept' if keep else ''})", flush=True)
     try:
         t0 = time.perf_counter()
-        if args.db:
+        db.upgrade(url, create_db=False)
+        if reuse:
+            # New migrations may have marked ranges dirty (or added stored grains): bring them up to date
+            # before timing, as the background refresher would.
+            with psycopg.connect(url) as conn:
+                rollups.refresh(conn)
+                conn.commit()
+                conn.execute("analyze")
             info = existing_data(url)
         else:
-            db.upgrade(url, create_db=False)
             info = setup_data(url, args.machines, args.days, args.seed, args.batch)
         setup_s = time.perf_counter() - t0
         tm = info["timings"]
@@ -403,7 +435,7 @@ def main() -> int:
         if args.profile:
             print(profile_endpoint(url, start, end, 30))
     finally:
-        if args.keep_db or args.db:
+        if keep:
             print(f"kept database {name}")
         else:
             with psycopg.connect(BASE, autocommit=True) as c:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -192,6 +193,56 @@ def _check_against_brute_force(conn, ctx, events, start, end, now):
     return df
 
 
+_SUMS = [*SECONDS_COLS, "total_count", "reject_count", "startup_rejects", "ideal_time_s", "s_stop_planned",
+         "s_stop_small", "s_stop_breakdown"]
+
+
+def _daily_rows(conn) -> dict:
+    """The stored day grain, keyed by (machine, day, calendar kind, shift)."""
+    rows = conn.execute(
+        f"select machine, day, calendar_kind, shift_key, period_start, period_end, period_s, {', '.join(_SUMS)} "
+        "from machine_rollups_daily"
+    ).fetchall()
+    return {r[:4]: r[4:] for r in rows}
+
+
+def _assert_daily_equals_hourly(conn) -> dict:
+    """Every stored day row is the sum of that local day's stored periods, and every day with periods has
+    its rows: the day grain never drifts from the hourly rollups."""
+    expected = conn.execute(
+        f"select machine, (period_start at time zone 'Europe/Berlin')::date, calendar_kind, shift_key, "
+        f"min(period_start), max(period_end), sum(extract(epoch from period_end - period_start))::float8, "
+        f"{', '.join(f'sum({c})' for c in _SUMS)} from machine_rollups group by 1, 2, 3, 4"
+    ).fetchall()
+    stored = _daily_rows(conn)
+    assert set(stored) == {r[:4] for r in expected}
+    for r in expected:
+        got = stored[r[:4]]
+        assert got[:2] == r[4:6], r[:4]
+        assert got[2:] == pytest.approx(r[6:], abs=1e-6), r[:4]
+    return stored
+
+
+def _by_local_day(df):
+    """Sums per machine, local day, calendar kind and shift of any grain's rows."""
+    key = df["period_start"].dt.tz_convert("Europe/Berlin").dt.date.rename("day")
+    return df.groupby([df["machine"], key, df["calendar_kind"], df["shift_key"].fillna("")])[_SUMS].sum()
+
+
+def _assert_day_grain_equals_fine(conn, ctx, machine, a, b, now):
+    """grain="day" (stored day rows inside, periods and live raw data at the edges) sums per local day to
+    exactly what the fine periods give over the same window."""
+    fine = queries.periods(conn, ctx, [machine], a, b, now=now)
+    coarse = queries.periods(conn, ctx, [machine], a, b, now=now, grain="day")
+    assert coarse["period_s"].sum() == pytest.approx((b - a).total_seconds())
+    assert coarse["period_start"].min() == fine["period_start"].min() == a
+    x, y = _by_local_day(fine), _by_local_day(coarse)
+    assert list(x.index) == list(y.index)
+    for c in _SUMS:
+        assert y[c].to_numpy() == pytest.approx(x[c].to_numpy(), abs=1e-6), c
+    return coarse
+
+
 def test_rollups_equal_raw_data_and_any_window_adds_up(fresh_db_url):
     events = _random_events("L1-M2", 7, 5.0)
     pool = db.make_pool(fresh_db_url)
@@ -224,6 +275,20 @@ def test_rollups_equal_raw_data_and_any_window_adds_up(fresh_db_url):
         for c in cols:
             assert day[c].sum() == pytest.approx(summed[c], abs=1e-6)
         assert full[cols].sum()["total_count"] == sum(e.total for e in events if isinstance(e, ProductionCount))
+        # The stored day grain is the hourly rollups summed per local day; read back through grain="day"
+        # (whole days stored, the edges of a window cut mid-day from periods and raw data) it sums per day
+        # to the fine periods, which match the brute force above.
+        daily = _assert_daily_equals_hourly(conn)
+        assert len(daily) < stats.periods_written / 3
+        for a, b in ((T0, T0 + dt.timedelta(days=6)), (odd.period_start.iloc[0], odd.period_end.iloc[-1]),
+                     (T0 + dt.timedelta(days=2, hours=5, seconds=1), T0 + dt.timedelta(days=3, hours=1))):
+            _assert_day_grain_equals_fine(conn, ctx, "L1-M2", a, b, now)
+        # Refresh again: nothing to do, the same day rows (idempotent), also when a day is rewritten.
+        rollups.refresh(conn, ctx, now=now)
+        m2 = ctx.by_id["L1-M2"]
+        rollups.refresh_daily(conn, m2, T0 + dt.timedelta(days=1, hours=3), T0 + dt.timedelta(days=3))
+        conn.commit()
+        assert _assert_daily_equals_hourly(conn) == daily
         # Coarser stored rows (per day, per shift) give the same sums and the same OEE.
         a, b = odd.period_start.iloc[0], odd.period_end.iloc[-1]
         for grain in ("day", "shift"):
@@ -263,9 +328,19 @@ def test_late_out_of_order_events_correct_rollups_and_stops(fresh_db_url):
                 StateChange("L1-M2", at(86400 + 1234.5 + 777), MachineState.RUNNING, "late"),
                 ProductionCount("L1-M2", at(86400 + 2000), 40, 2, "late"),
             ]
+            before = _assert_daily_equals_hourly(conn)
             writer.write(late)
             queries.ensure_fresh(conn, ctx, now=now)
             _check_against_brute_force(conn, ctx, events + late, T0, T0 + dt.timedelta(days=4), now)
+            # The late data dirtied an old day: its day rows were rewritten with the periods, in step.
+            after = _assert_daily_equals_hourly(conn)
+            late_day = at(86400 + 1234.5).astimezone(ZoneInfo("Europe/Berlin")).date()
+            changed = {k[1] for k in set(before) | set(after) if before.get(k) != after.get(k)}
+            assert late_day in changed
+            for a, b in ((T0, T0 + dt.timedelta(days=4)),
+                         (T0 + dt.timedelta(hours=9, minutes=30), T0 + dt.timedelta(days=2, hours=2, seconds=7))):
+                _check_against_brute_force(conn, ctx, events + late, a, b, now)
+                _assert_day_grain_equals_fine(conn, ctx, "L1-M2", a, b, now)
             stop = conn.execute(
                 "select end_ts, auto_reason from downtime where start_ts = %s", (at(86400 + 1234.5),)
             ).fetchone()
@@ -378,5 +453,47 @@ def test_stop_classes_in_rollups_follow_duration_and_reason(fresh_db_url):
                 (at(1200), at(1300), None), (at(1300), at(1500), "material-missing")]
             with pytest.raises(downtime.DowntimeEditError, match="not inside the stop"):
                 downtime.split_stop(conn, ctx, first, at(5000), "carol", now=now)
+    finally:
+        pool.close()
+
+
+def test_day_grain_follows_the_watermark_through_a_day(fresh_db_url, caplog):
+    """Data arriving up to the middle of a local day: that day's stored rows are partial (rollups end at
+    the watermark) and are rewritten as the data and the watermark move on; grain="day" always equals the
+    fine periods and the brute force, and falls back to the periods (with a warning) if the day grain
+    were ever out of step."""
+    events = _random_events("L1-M2", 5, 3.0)
+    berlin = ZoneInfo("Europe/Berlin")
+    window = (T0 - dt.timedelta(hours=5), T0 + dt.timedelta(days=3, hours=7, minutes=13))
+    now = T0 + dt.timedelta(days=10)
+    pool = db.make_pool(fresh_db_url)
+    try:
+        writer = EventWriter(pool)
+        with psycopg.connect(fresh_db_url) as conn:
+            ctx = rollups.load_context(conn)
+            written: list = []
+            for upto in (T0 + dt.timedelta(days=1, hours=13, minutes=20), T0 + dt.timedelta(days=2, hours=4),
+                         T0 + dt.timedelta(days=5)):
+                batch = [e for e in events if e not in written and e.ts < upto]
+                writer.write(batch)
+                written += batch
+                queries.ensure_fresh(conn, ctx, now=now)
+                covered = conn.execute("select covered_to from rollup_watermarks").fetchone()[0]
+                daily = _assert_daily_equals_hourly(conn)
+                last_day = max(k[1] for k in daily)
+                assert last_day == (covered - dt.timedelta(microseconds=1)).astimezone(berlin).date()
+                with caplog.at_level("WARNING", logger="andon.storage.queries"):
+                    coarse = _assert_day_grain_equals_fine(conn, ctx, "L1-M2", *window, now)
+                assert "do not tile" not in caplog.text
+                if upto > window[1]:  # all stored: a few rows per day (fine periods only before the data)
+                    assert len(coarse) < 40
+                _check_against_brute_force(conn, ctx, written, *window, now)
+            # A day row gone missing (never done by refresh): detected, the periods answer instead.
+            conn.execute("delete from machine_rollups_daily where day = %s",
+                         ((T0 + dt.timedelta(days=1)).astimezone(berlin).date(),))
+            with caplog.at_level("WARNING", logger="andon.storage.queries"):
+                _assert_day_grain_equals_fine(conn, ctx, "L1-M2", *window, now)
+            assert "do not tile" in caplog.text
+            conn.rollback()
     finally:
         pool.close()

@@ -9,7 +9,10 @@ never changes with the zoom of a chart.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Sequence
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -20,6 +23,7 @@ from andon.storage import rollups, timeline
 from andon.storage.rollups import PlantContext
 
 UTC = dt.UTC
+log = logging.getLogger(__name__)
 
 
 def _check_window(start: dt.datetime, end: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
@@ -28,6 +32,11 @@ def _check_window(start: dt.datetime, end: dt.datetime) -> tuple[dt.datetime, dt
     if end <= start:
         raise ValueError("window end must be after its start")
     return start.astimezone(UTC), end.astimezone(UTC)
+
+
+# PostgreSQL's binary timestamps count microseconds from 2000-01-01 UTC.
+_PG_EPOCH_US = 946_684_800_000_000
+_SEP = "\x1f"  # between the text values of one string_agg (never inside a calendar kind or shift key)
 
 
 def ensure_fresh(conn: psycopg.Connection, ctx: PlantContext, now: dt.datetime | None = None) -> None:
@@ -43,7 +52,88 @@ def ensure_fresh(conn: psycopg.Connection, ctx: PlantContext, now: dt.datetime |
             conn.rollback()
 
 
-_SUM_COLUMNS = rollups.ROLLUP_COLUMNS[5:]
+_SUM_COLUMNS = rollups.SUM_COLUMNS
+_COUNT_SUMS = ("total_count", "reject_count", "startup_rejects")
+# Only rows below each machine's watermark: a join, not a sub-select evaluated once per row.
+_HOURLY_SOURCE = ("from machine_rollups r join rollup_watermarks w on w.machine = r.machine "
+                  "where r.machine = any(%(nums)s) and r.period_end <= w.covered_to ")
+# Periods summed per group, packed as machine_rollups_daily.packed is (see migration 0013).
+_GROUPED = (
+    "select int4send(r.machine) || timestamptz_send(min(r.period_start)) || timestamptz_send(max(r.period_end)) || "
+    + " || ".join(f"int8send(sum(r.{c})::bigint)" if c in _COUNT_SUMS else f"float8send(sum(r.{c})::float8)"
+                  for c in _SUM_COLUMNS)
+    + " || float8send(sum(extract(epoch from r.period_end - r.period_start))::float8), "
+    "r.calendar_kind, coalesce(r.shift_key, '') " + _HOURLY_SOURCE
+)
+_LOCAL_DAY = "(r.period_start at time zone %(tz)s)::date"
+_PACKED = np.dtype([("machine", ">i4"), ("period_start", ">i8"), ("period_end", ">i8"),
+                    *((c, ">i8" if c in _COUNT_SUMS else ">f8") for c in _SUM_COLUMNS), ("period_s", ">f8")])
+
+
+def _whole_days(start: dt.datetime, end: dt.datetime, tz: ZoneInfo) -> tuple[dt.datetime, dt.datetime] | None:
+    """[first local midnight at or after start, last local midnight at or before end), if a day fits."""
+    first = rollups.local_day(start, tz)
+    if rollups.local_midnight(first, tz) < start:
+        first += dt.timedelta(days=1)
+    a, b = rollups.local_midnight(first, tz), rollups.local_midnight(rollups.local_day(end, tz), tz)
+    return (a, b) if a < b else None
+
+
+def _grouped(cur: psycopg.Cursor, nums: list[int], tz: ZoneInfo, grain: str, start: dt.datetime,
+             end: dt.datetime, stored_days: bool = True) -> dict[str, Any]:
+    """Stored rows inside [start, end) summed per machine, calendar kind, shift and local day (or shift),
+    as columns named as rollups.DAILY_COLUMNS (numpy arrays; object arrays for the text columns).
+
+    Day grain: whole local days come from the stored day grain (machine_rollups_daily), only the parts of
+    the window before its first and after its last local midnight from the periods; one statement, so
+    one snapshot of rollups, day rows and watermarks. The numbers travel packed (machine_rollups_daily's
+    packed column, the same bytes computed for the edges), all rows in one bytea read straight into
+    numpy: no Python object, nor a server send call, per number."""
+    params: dict[str, object] = {"nums": nums, "start": start, "end": end, "tz": tz.key}
+    days = _whole_days(start, end, tz) if grain == "day" and stored_days else None
+    if days is None:
+        key = _LOCAL_DAY if grain == "day" else "null::date"
+        rows = (_GROUPED + "and r.period_start >= %(start)s and r.period_end <= %(end)s "
+                f"group by r.machine, r.calendar_kind, r.shift_key, {key}")
+    else:
+        d0, d1 = days
+        edge = (_GROUPED + "and r.period_start >= %({a})s and r.period_start < %({b})s "
+                f"and r.period_end <= %({{b}})s group by r.machine, r.calendar_kind, r.shift_key, {_LOCAL_DAY}")
+        # (Day rows exist only for stored periods, all below the watermark: refresh writes periods, day
+        # rows and watermark in one transaction. No join needed.)
+        rows = ("select d.packed, d.calendar_kind, coalesce(d.shift_key, '') from machine_rollups_daily d "
+                "where d.machine = any(%(nums)s) and d.day >= %(day0)s and d.day < %(day1)s "
+                f"union all ({edge.format(a='start', b='d0')}) union all ({edge.format(a='d1', b='end')})")
+        params.update(d0=d0, d1=d1, day0=rollups.local_day(d0, tz), day1=rollups.local_day(d1, tz))
+    # One aggregate node: the three string_aggs see the rows in the same order.
+    packed, kinds, shifts = cur.execute(
+        f"select string_agg(packed, ''::bytea), string_agg(kind, chr(31)), string_agg(shift, chr(31)) "
+        f"from ({rows}) g (packed, kind, shift)", params
+    ).fetchone()  # type: ignore[misc]
+    if packed is None:  # no rows
+        return {}
+    rec = np.frombuffer(packed, dtype=_PACKED)
+    cols: dict[str, Any] = {c: rec[c].astype(rec.dtype[c].newbyteorder("=")) for c in _PACKED.names}
+    for c in ("period_start", "period_end"):
+        cols[c] = (cols[c] + _PG_EPOCH_US).astype("datetime64[us]")
+    cols["calendar_kind"] = np.array(kinds.split(_SEP), dtype=object)
+    cols["shift_key"] = np.array([k or None for k in shifts.split(_SEP)], dtype=object)
+    if not len(rec) == len(cols["calendar_kind"]) == len(cols["shift_key"]):
+        raise RuntimeError("packed rollup rows and their text columns disagree")
+    return cols
+
+
+def _tiles(cols: dict[str, Any]) -> bool:
+    """Whether each machine's grouped rows cover their span without a gap (their lengths add up to it)."""
+    if not cols:
+        return True
+    machine = cols["machine"]
+    for num in np.unique(machine):
+        mine = machine == num
+        span_us = (cols["period_end"][mine].max() - cols["period_start"][mine].min()) / np.timedelta64(1, "us")
+        if abs(span_us / 1e6 - cols["period_s"][mine].sum()) >= 1e-3:
+            return False
+    return True
 
 
 def periods(
@@ -54,9 +144,9 @@ def periods(
 
     grain None: one row per period (local hour cut at calendar boundaries). grain "day" or "shift": the
     stored periods summed per machine, calendar kind, shift and local day (or shift), so a year reads as
-    a few rows per machine-day; the window's live edges stay as fine periods. Sums are the same either
-    way; only the time resolution of the rows differs (use "day" for day/week buckets, "shift" for shift
-    buckets, None for hour buckets).
+    a few rows per machine-day (whole local days straight from the stored day grain, see migration 0013);
+    the window's live edges stay as fine periods. Sums are the same either way; only the time resolution
+    of the rows differs (use "day" for day/week buckets, "shift" for shift buckets, None for hour buckets).
     """
     if grain not in (None, "day", "shift"):
         raise ValueError(f"grain must be None, 'day' or 'shift', got {grain!r}")
@@ -64,61 +154,95 @@ def periods(
     now = now or dt.datetime.now(UTC)
     ms = [ctx.by_id[mid] for mid in machine_ids]
     nums = [m.num for m in ms]
-    sums = ", ".join(f"sum(r.{c})::bigint" if c in ("total_count", "reject_count", "startup_rejects")
-                     else f"sum(r.{c})::float8" for c in _SUM_COLUMNS)
-    # Only rows below each machine's watermark: a join, not a sub-select evaluated once per row.
-    source = ("from machine_rollups r join rollup_watermarks w on w.machine = r.machine "
-              "where r.machine = any(%s) and r.period_start >= %s and r.period_end <= %s "
-              "and r.period_end <= w.covered_to")
     # Binary results: no text parsing of the (many) numbers and timestamps.
     cur = conn.cursor(binary=True)
     if grain is None:
         rows = cur.execute(
-            f"select {', '.join(f'r.{c}' for c in rollups.ROLLUP_COLUMNS)} {source} "
-            "order by r.machine, r.period_start",
-            (nums, start, end),
+            f"select {', '.join(f'r.{c}' for c in rollups.ROLLUP_COLUMNS)} " + _HOURLY_SOURCE
+            + "and r.period_start >= %(start)s and r.period_end <= %(end)s order by r.machine, r.period_start",
+            {"nums": nums, "start": start, "end": end},
         ).fetchall()
+        live = _live_rows(conn, ms, _rows_by_machine(rows), start, end, now, grouped=False)
+        return _frame(live, rollups.ROLLUP_COLUMNS, ms)
+    # All machines of one call share a site in practice; group by each machine's own local day.
+    parts: list[dict[str, Any]] = []
+    for tz in sorted({m.tz for m in ms}, key=lambda z: z.key):
+        group = [m.num for m in ms if m.tz == tz]
+        got = _grouped(cur, group, tz, grain, start, end)
+        if grain == "day" and not _tiles(got):
+            # Day rows out of step with the periods (refresh writes both in one transaction, so this should
+            # not happen): the periods alone are always right.
+            log.warning("stored day rows do not tile the periods of machines %s: grouping periods", group)
+            got = _grouped(cur, group, tz, grain, start, end, stored_days=False)
+        if got:
+            parts.append(got)
+    names = rollups.DAILY_COLUMNS
+    if len(parts) == 1:
+        cols = parts[0]
     else:
-        # All machines of one call share a site in practice; group by each machine's own local day.
-        tz_of = {m.num: str(m.tz) for m in ms}
-        rows = []
-        for tz in sorted(set(tz_of.values())):
-            group_nums = [n for n in nums if tz_of[n] == tz]
-            day = "(r.period_start at time zone %s)::date" if grain == "day" else "null::date"
-            rows += cur.execute(
-                f"select r.machine, min(r.period_start), max(r.period_end), r.calendar_kind, r.shift_key, {sums}, "
-                f"sum(extract(epoch from r.period_end - r.period_start))::float8 {source} "
-                f"group by r.machine, r.calendar_kind, r.shift_key, {day} order by r.machine, 2",
-                ((group_nums, start, end, tz) if grain == "day" else (group_nums, start, end)),
-            ).fetchall()
-    by_machine: dict[int, list[tuple]] = {n: [] for n in nums}
+        cols = {c: np.concatenate([p[c] for p in parts]) for c in names} if parts else _columns([], names)
+    spans: dict[int, tuple[dt.datetime, dt.datetime]] = {}
+    machine = cols["machine"]
+    for num in np.unique(machine):
+        mine = machine == num
+        spans[int(num)] = (_utc(cols["period_start"][mine].min()), _utc(cols["period_end"][mine].max()))
+    live = _columns(_live_rows(conn, ms, spans, start, end, now, grouped=True), names)
+    cols = {c: np.concatenate([cols[c], live[c]]) for c in names}
+    # In machine order, each machine's rows in time order.
+    position = np.zeros(max((m.num for m in ms), default=0) + 1, dtype=np.int64)
+    position[[m.num for m in ms]] = np.arange(len(ms))
+    order = np.lexsort((cols["period_start"], position[cols["machine"]]))
+    return _frame_of({c: v[order] for c, v in cols.items()}, names, ms)
+
+
+def _rows_by_machine(rows: list[tuple]) -> dict[int, list[tuple]]:
+    out: dict[int, list[tuple]] = {}
     for r in rows:
-        by_machine[r[0]].append(r)
-    out: list[tuple] = []
+        out.setdefault(r[0], []).append(r)
+    return out
+
+
+def _utc(t: np.datetime64) -> dt.datetime:
+    return _EPOCH + int(t.astype("datetime64[us]").astype(np.int64)) * _US
+
+
+def _live_rows(conn: psycopg.Connection, ms: list[rollups.MachineContext],
+               stored: dict[int, list[tuple]] | dict[int, tuple[dt.datetime, dt.datetime]],
+               start: dt.datetime, end: dt.datetime, now: dt.datetime, grouped: bool) -> list[tuple]:
+    """Each machine's stored rows (a list of rows, or only the span of stored columns) with the parts of
+    [start, end) outside its stored span computed from raw events (all machines' reads together);
+    grouped rows carry their length (period_s)."""
+    horizons = rollups.horizons_of(conn, ms)
+    live: list[tuple[rollups.MachineContext, dt.datetime, dt.datetime, dt.datetime | None]] = []
+    parts: list[list[tuple] | int] = []  # stored rows, or the index of a live piece
     for m in ms:
-        stored = by_machine[m.num]
-        _, horizon = rollups.horizon_of(conn, m)
+        mine = stored.get(m.num)
+        _, horizon = horizons[m.num]
         # A source still inside its heartbeat: its last state holds until now, not beyond.
         horizon = min(horizon, now) if horizon is not None else start  # never any data: all "no data"
-        if stored:
+        if mine:
             # The stored span (grouped rows are not contiguous: take the extremes of all of them).
-            r0, r1 = min(r[1] for r in stored), max(r[2] for r in stored)
+            r0, r1 = (min(r[1] for r in mine), max(r[2] for r in mine)) if isinstance(mine, list) else mine
             if start < r0:
-                out.extend(rollups.compute_periods(conn, m, start, r0, horizon))
-            out.extend(stored)
+                parts.append(len(live))
+                live.append((m, start, r0, horizon))
+            if isinstance(mine, list):
+                parts.append(mine)
             if r1 < end:
-                out.extend(rollups.compute_periods(conn, m, r1, end, horizon))
+                parts.append(len(live))
+                live.append((m, r1, end, horizon))
         else:
-            out.extend(rollups.compute_periods(conn, m, start, end, horizon))
-    n = len(rollups.ROLLUP_COLUMNS)
-    names = rollups.ROLLUP_COLUMNS if grain is None else [*rollups.ROLLUP_COLUMNS, "period_s"]
-    if grain is not None:
+            parts.append(len(live))
+            live.append((m, start, end, horizon))
+    computed = rollups.compute_periods_many(conn, live)
+    out: list[tuple] = []
+    for part in parts:
+        out.extend(computed[part] if isinstance(part, int) else part)
+    if grouped:
         # Grouped rows are not contiguous: their length is the sum of their periods' lengths.
+        n = len(rollups.ROLLUP_COLUMNS)
         out = [r if len(r) > n else (*r, (r[2] - r[1]).total_seconds()) for r in out]
-    df = _frame(out, names)
-    id_of = {m.num: m.id for m in ms}
-    df["machine"] = df["machine"].map(id_of)
-    return df
+    return out
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
@@ -127,23 +251,43 @@ _TEXT_COLUMNS = ("calendar_kind", "shift_key")
 _INT_COLUMNS = ("machine", "total_count", "reject_count", "startup_rejects")
 
 
-def _frame(rows: list[tuple], names: Sequence[str]) -> pd.DataFrame:
-    """Rollup-shaped rows as a frame, built column by column (a year of rows: the generic constructor
-    infers every column from Python objects and parses the timestamps one by one)."""
+def _columns(rows: list[tuple], names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Rollup-shaped rows as numpy columns (times as datetime64[us], exactly: integer arithmetic)."""
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-    data: dict[str, object] = {}
+    data: dict[str, np.ndarray] = {}
     for name, values in zip(names, columns, strict=True):
         if name in ("period_start", "period_end"):
-            # Whole microseconds, exactly: integer arithmetic, not float seconds.
-            data[name] = pd.to_datetime(np.fromiter(((t - _EPOCH) // _US for t in values), dtype=np.int64,
-                                                    count=len(values)), unit="us", utc=True)
+            data[name] = np.fromiter(((t - _EPOCH) // _US for t in values), dtype=np.int64,
+                                     count=len(values)).astype("datetime64[us]")
         elif name in _TEXT_COLUMNS:
             data[name] = np.array(values, dtype=object)
         elif name in _INT_COLUMNS:
             data[name] = np.array(values, dtype=np.int64)
         else:
             data[name] = np.array(values, dtype=np.float64)
+    return data
+
+
+def _frame_of(cols: dict[str, np.ndarray], names: Sequence[str], ms: list[rollups.MachineContext]) -> pd.DataFrame:
+    """The frame of numpy columns, machine numbers turned into machine ids."""
+    ids = np.empty(max((m.num for m in ms), default=0) + 1, dtype=object)
+    ids[[m.num for m in ms]] = [m.id for m in ms]
+    data: dict[str, object] = {}
+    for name in names:
+        values = cols[name]
+        if name in ("period_start", "period_end"):
+            data[name] = pd.to_datetime(values.astype("datetime64[us]").view(np.int64), unit="us", utc=True)
+        elif name == "machine":
+            data[name] = ids[values.astype(np.int64)]
+        else:
+            data[name] = values
     return pd.DataFrame(data, columns=list(names))
+
+
+def _frame(rows: list[tuple], names: Sequence[str], ms: list[rollups.MachineContext]) -> pd.DataFrame:
+    """Rollup-shaped rows as a frame, built column by column (a year of rows: the generic constructor
+    infers every column from Python objects and parses the timestamps one by one)."""
+    return _frame_of(_columns(rows, names), names, ms)
 
 
 def stops(

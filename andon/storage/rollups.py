@@ -27,6 +27,10 @@ ROLLUP_COLUMNS = [
     "machine", "period_start", "period_end", "calendar_kind", "shift_key", *timeline.STATE_COLUMNS,
     "total_count", "reject_count", "startup_rejects", "ideal_time_s", *STOP_CLASS_COLUMNS,
 ]
+SUM_COLUMNS = ROLLUP_COLUMNS[5:]
+# The stored day grain (machine_rollups_daily): one row per machine, local day, calendar kind and shift,
+# with the sums of that day's periods, its first start, last end and length in seconds.
+DAILY_COLUMNS = ["machine", "period_start", "period_end", "calendar_kind", "shift_key", *SUM_COLUMNS, "period_s"]
 
 
 @dataclass(frozen=True)
@@ -95,46 +99,70 @@ class RawSlice:
     count_ideal: list[float]
 
 
+_BEFORE = "select ts, state from state_events where machine = %s and ts <= %s order by ts desc limit 1"
+_STATES_MANY = ("select machine, ts, state from state_events where machine = any(%s) and ts > %s and ts < %s "
+                "order by machine, ts, key")
+_COUNTS_MANY = ("select machine, ts, total, reject, product from count_events where machine = any(%s) "
+                "and ts >= %s and ts < %s order by machine, ts")
+_PREV_STOP = ("select ts, state from state_events where machine = %s and ts < %s and state <> %s and ts > %s "
+              "order by ts desc limit 1")
+_RUN_START = "select min(ts) from state_events where machine = %s and ts > %s and ts <= %s and state = %s"
+
+
 def read_slice(conn: psycopg.Connection, m: MachineContext, start: dt.datetime, end: dt.datetime) -> RawSlice:
     """Everything `timeline.integrate` needs for [start, end) of one machine."""
-    before = conn.execute(
-        "select ts, state from state_events where machine = %s and ts <= %s order by ts desc limit 1",
-        (m.num, start),
-    ).fetchone()
-    states = conn.execute(
-        "select ts, state from state_events where machine = %s and ts > %s and ts < %s order by ts, key",
-        (m.num, start, end),
-    ).fetchall()
-    counts = conn.execute(
-        "select ts, total, reject, product from count_events where machine = %s and ts >= %s and ts < %s "
-        "order by ts",
-        (m.num, start, end),
-    ).fetchall()
-    startup_since = None
-    if before is not None and before[1] == timeline.RUNNING and m.startup_window_s > 0:
+    return read_slices(conn, [(m, start, end)])[0]
+
+
+def read_slices(conn: psycopg.Connection, items: list[tuple[MachineContext, dt.datetime, dt.datetime]]
+                ) -> list[RawSlice]:
+    """`read_slice` of several (machine, start, end) at once: the statements of all of them go out
+    together (pipeline mode), so a few round trips instead of a handful per machine."""
+    # Machines sharing a window (the usual live edge: every machine's last hour) read their states and
+    # counts in one statement each; ordered by machine, so each machine's rows stay in their order.
+    windows: dict[tuple[dt.datetime, dt.datetime], list[int]] = {}
+    for i, (_, a, b) in enumerate(items):
+        windows.setdefault((a, b), []).append(i)
+    with conn.pipeline():
+        befores = [conn.execute(_BEFORE, (m.num, a)) for m, a, _ in items]
+        shared = {w: (conn.execute(_STATES_MANY, ([items[i][0].num for i in idx], *w)),
+                      conn.execute(_COUNTS_MANY, ([items[i][0].num for i in idx], *w)))
+                  for w, idx in windows.items()}
+        states_of: dict[int, list[tuple]] = {}
+        counts_of: dict[int, list[tuple]] = {}
+        for w, (cs, cc) in shared.items():
+            num_to_i = {items[i][0].num: i for i in windows[w]}
+            for r in cs.fetchall():
+                states_of.setdefault(num_to_i[r[0]], []).append(r[1:])
+            for r in cc.fetchall():
+                counts_of.setdefault(num_to_i[r[0]], []).append(r[1:])
+        got = [(c.fetchone(), states_of.get(i, []), counts_of.get(i, [])) for i, c in enumerate(befores)]
         # The running interval holding at `start` began at the first running event after the last
         # non-running one; it is a startup if that non-running state was one that starts a window.
-        prev = conn.execute(
-            "select ts, state from state_events where machine = %s and ts < %s and state <> %s "
-            "and ts > %s order by ts desc limit 1",
-            (m.num, start, timeline.RUNNING, start - dt.timedelta(seconds=m.startup_window_s)),
-        ).fetchone()
-        if prev is not None and prev[1] in timeline.STARTUP_FROM:
-            run_start = conn.execute(
-                "select min(ts) from state_events where machine = %s and ts > %s and ts <= %s and state = %s",
-                (m.num, prev[0], start, timeline.RUNNING),
-            ).fetchone()[0]
-            startup_since = run_start
-    return RawSlice(
-        initial_state=before[1] if before else None,
-        startup_since=startup_since,
-        state_ts=[r[0] for r in states],
-        state_codes=[r[1] for r in states],
-        count_ts=[r[0] for r in counts],
-        count_total=[r[1] for r in counts],
-        count_reject=[r[2] for r in counts],
-        count_ideal=[r[1] * m.ideal_for(r[3]) for r in counts],
-    )
+        prev_curs = {
+            i: conn.execute(_PREV_STOP, (m.num, a, timeline.RUNNING, a - dt.timedelta(seconds=m.startup_window_s)))
+            for i, ((m, a, _), (before, _, _)) in enumerate(zip(items, got, strict=True))
+            if before is not None and before[1] == timeline.RUNNING and m.startup_window_s > 0
+        }
+        prevs = {i: c.fetchone() for i, c in prev_curs.items()}
+        run_curs = {
+            i: conn.execute(_RUN_START, (items[i][0].num, prev[0], items[i][1], timeline.RUNNING))
+            for i, prev in prevs.items() if prev is not None and prev[1] in timeline.STARTUP_FROM
+        }
+        run_starts = {i: c.fetchone()[0] for i, c in run_curs.items()}  # type: ignore[index]
+    out = []
+    for i, ((m, _, _), (before, states, counts)) in enumerate(zip(items, got, strict=True)):
+        out.append(RawSlice(
+            initial_state=before[1] if before else None,
+            startup_since=run_starts.get(i),
+            state_ts=[r[0] for r in states],
+            state_codes=[r[1] for r in states],
+            count_ts=[r[0] for r in counts],
+            count_total=[r[1] for r in counts],
+            count_reject=[r[2] for r in counts],
+            count_ideal=[r[1] * m.ideal_for(r[3]) for r in counts],
+        ))
+    return out
 
 
 def horizon_of(conn: psycopg.Connection, m: MachineContext) -> tuple[dt.datetime | None, dt.datetime | None]:
@@ -145,54 +173,92 @@ def horizon_of(conn: psycopg.Connection, m: MachineContext) -> tuple[dt.datetime
     return row[0], row[0] + dt.timedelta(seconds=m.heartbeat_s)
 
 
+def horizons_of(conn: psycopg.Connection, ms: list[MachineContext]
+                ) -> dict[int, tuple[dt.datetime | None, dt.datetime | None]]:
+    """`horizon_of` of several machines in one statement."""
+    seen = dict(conn.execute("select machine, ts from machine_last_seen where machine = any(%s)",
+                             ([m.num for m in ms],)).fetchall())
+    return {m.num: (seen[m.num], seen[m.num] + dt.timedelta(seconds=m.heartbeat_s)) if m.num in seen
+            else (None, None) for m in ms}
+
+
 def compute_periods(
     conn: psycopg.Connection, m: MachineContext, start: dt.datetime, end: dt.datetime,
     horizon: dt.datetime | None, grid: list[timeline.Period] | None = None,
 ) -> list[tuple]:
     """Rollup-shaped rows for [start, end) computed from raw events."""
-    if grid is None:
-        grid = timeline.period_grid(m.calendar, m.tz, start, end)
-    if not grid:
-        return []
-    raw = read_slice(conn, m, start, end)
-    sums = timeline.integrate(
-        grid, raw.state_ts, raw.state_codes, raw.initial_state, horizon, raw.count_ts, raw.count_total,
-        raw.count_reject, raw.count_ideal, m.startup_window_s, raw.startup_since,
-    )
-    classes = timeline.integrate_spans(grid, stop_class_spans(conn, m, start, end, horizon),
-                                       len(timeline.STOP_CLASSES))
+    return compute_periods_many(conn, [(m, start, end, horizon)], None if grid is None else [grid])[0]
+
+
+def compute_periods_many(
+    conn: psycopg.Connection, items: list[tuple[MachineContext, dt.datetime, dt.datetime, dt.datetime | None]],
+    grids: list[list[timeline.Period]] | None = None,
+) -> list[list[tuple]]:
+    """`compute_periods` of several (machine, start, end, horizon), their raw events read together."""
+    grids = grids or [timeline.period_grid(m.calendar, m.tz, a, b) for m, a, b, _ in items]
+    todo = [i for i, grid in enumerate(grids) if grid]
+    raws = read_slices(conn, [items[i][:3] for i in todo])  # type: ignore[misc]
+    spans = stop_class_spans_many(conn, [items[i] for i in todo])
+    out: list[list[tuple]] = [[] for _ in items]
     n = timeline.N_STATES
-    return [
-        (m.num, p.start, p.end, p.calendar_kind, p.shift_key, *map(float, row[:n]), int(row[n]), int(row[n + 1]),
-         int(row[n + 2]), float(row[n + 3]), *map(float, cls))
-        for p, row, cls in zip(grid, sums, classes, strict=True)
-    ]
+    for i, raw, stops in zip(todo, raws, spans, strict=True):
+        m, horizon, grid = items[i][0], items[i][3], grids[i]
+        sums = timeline.integrate(
+            grid, raw.state_ts, raw.state_codes, raw.initial_state, horizon, raw.count_ts, raw.count_total,
+            raw.count_reject, raw.count_ideal, m.startup_window_s, raw.startup_since,
+        )
+        classes = timeline.integrate_spans(grid, stops, len(timeline.STOP_CLASSES))
+        out[i] = [
+            (m.num, p.start, p.end, p.calendar_kind, p.shift_key, *map(float, row[:n]), int(row[n]),
+             int(row[n + 1]), int(row[n + 2]), float(row[n + 3]), *map(float, cls))
+            for p, row, cls in zip(grid, sums, classes, strict=True)
+        ]
+    return out
+
+
+_STOPS = """
+    select d.machine, d.start_ts, d.end_ts, d.state, r.planned
+    from downtime d left join reasons r on r.code = coalesce(d.reason_code, d.auto_reason)
+    where d.machine = any(%s) and d.start_ts < %s and (d.end_ts is null or d.end_ts > %s)
+    order by d.machine, d.start_ts
+"""
 
 
 def stop_class_spans(conn: psycopg.Connection, m: MachineContext, start: dt.datetime, end: dt.datetime,
                      horizon: dt.datetime | None) -> list[tuple[dt.datetime, dt.datetime, int]]:
     """The stops overlapping [start, end) as (start, end, class) spans, classified by their effective
     reason (manual, else automatic) and full duration; an ongoing stop ends at the horizon."""
-    rows = conn.execute(
-        """
-        select d.start_ts, d.end_ts, d.state, r.planned
-        from downtime d left join reasons r on r.code = coalesce(d.reason_code, d.auto_reason)
-        where d.machine = %s and d.start_ts < %s and (d.end_ts is null or d.end_ts > %s)
-        order by d.start_ts
-        """,
-        (m.num, end, start),
-    ).fetchall()
-    spans = []
-    for a, b, state, planned in rows:
-        if b is None:
-            if horizon is None:
+    return stop_class_spans_many(conn, [(m, start, end, horizon)])[0]
+
+
+def stop_class_spans_many(
+    conn: psycopg.Connection, items: list[tuple[MachineContext, dt.datetime, dt.datetime, dt.datetime | None]],
+) -> list[list[tuple[dt.datetime, dt.datetime, int]]]:
+    """`stop_class_spans` of several (machine, start, end, horizon), read together (pipeline mode)."""
+    windows: dict[tuple[dt.datetime, dt.datetime], list[int]] = {}
+    for i, (_, start, end, _) in enumerate(items):
+        windows.setdefault((start, end), []).append(i)
+    rows_of: dict[int, list[tuple]] = {}
+    with conn.pipeline():
+        curs = {w: conn.execute(_STOPS, ([items[i][0].num for i in idx], w[1], w[0])) for w, idx in windows.items()}
+        for w, cur in curs.items():
+            num_to_i = {items[i][0].num: i for i in windows[w]}
+            for r in cur.fetchall():
+                rows_of.setdefault(num_to_i[r[0]], []).append(r[1:])
+    out = []
+    for i, (m, _, _, horizon) in enumerate(items):
+        spans = []
+        for a, b, state, planned in rows_of.get(i, []):
+            if b is None:
+                if horizon is None:
+                    continue
+                b = horizon
+            if b <= a:
                 continue
-            b = horizon
-        if b <= a:
-            continue
-        cls = timeline.stop_class(state, planned, (b - a).total_seconds(), m.small_stop_threshold_s)
-        spans.append((a, b, cls))
-    return spans
+            cls = timeline.stop_class(state, planned, (b - a).total_seconds(), m.small_stop_threshold_s)
+            spans.append((a, b, cls))
+        out.append(spans)
+    return out
 
 
 # --- refresh -----------------------------------------------------------------------------------------
@@ -275,12 +341,46 @@ def _refresh_rollups(conn: psycopg.Connection, m: MachineContext, covered_to: dt
         ) as copy:
             for r in rows:
                 copy.write_row(r)
+    refresh_daily(conn, m, start, end)
     conn.execute(
         "insert into rollup_watermarks (machine, covered_to) values (%s, %s) on conflict (machine) do update "
         "set covered_to = greatest(rollup_watermarks.covered_to, excluded.covered_to)",
         (m.num, end),
     )
     return len(rows)
+
+
+def local_day(t: dt.datetime, tz: ZoneInfo) -> dt.date:
+    return t.astimezone(tz).date()
+
+
+def local_midnight(day: dt.date, tz: ZoneInfo) -> dt.datetime:
+    """Start of a local day in UTC (zoneinfo's fold=0 reading, as andon.calendar and analytics.buckets)."""
+    return dt.datetime.combine(day, dt.time()).replace(tzinfo=tz).astimezone(UTC)
+
+
+def refresh_daily(conn: psycopg.Connection, m: MachineContext, start: dt.datetime, end: dt.datetime) -> int:
+    """Rewrite the day rows of every local day that [start, end) touches from that machine's periods.
+
+    Call it in the transaction that rewrote the periods: the day rows are sums of the whole day's stored
+    periods (also those outside [start, end)), so running it again gives the same rows."""
+    first, last = local_day(start, m.tz), local_day(end - dt.timedelta(microseconds=1), m.tz)
+    conn.execute("delete from machine_rollups_daily where machine = %s and day >= %s and day <= %s",
+                 (m.num, first, last))
+    sums = ", ".join(f"sum({c})" for c in SUM_COLUMNS)
+    cur = conn.execute(
+        f"""
+        insert into machine_rollups_daily (machine, day, {', '.join(DAILY_COLUMNS[1:])})
+        select machine, (period_start at time zone %(tz)s)::date, min(period_start), max(period_end),
+               calendar_kind, shift_key, {sums}, sum(extract(epoch from period_end - period_start))::float8
+        from machine_rollups
+        where machine = %(m)s and period_start >= %(a)s and period_start < %(b)s
+        group by machine, (period_start at time zone %(tz)s)::date, calendar_kind, shift_key
+        """,
+        {"tz": m.tz.key, "m": m.num, "a": local_midnight(first, m.tz),
+         "b": local_midnight(last + dt.timedelta(days=1), m.tz)},
+    )
+    return cur.rowcount
 
 
 def _refresh_downtime(conn: psycopg.Connection, m: MachineContext, dirty_from: dt.datetime,

@@ -61,8 +61,10 @@ def line_oee(
     pol = service.policy(ctx)
     intervals = queries.intervals(conn, ctx, ids, a, b, now=now) if with_attribution else None
     spec = analytics.LineSpec.from_line(line)
-    result = analytics.line_oee(periods, stops, pol, spec, intervals, basis, now)
-    per_machine = analytics.oee_by(periods, stops, pol, "machine", now)
+    # One ledger for the line figures, the per-machine roll-up and the buckets.
+    ledger = analytics.build_ledger(periods, stops, pol, now)
+    result = analytics.line_oee(periods, stops, pol, spec, intervals, basis, now, ledger=ledger)
+    per_machine = analytics.oee_by(periods, stops, pol, "machine", now, ledger=ledger)
     out: dict[str, Any] = {
         "line": line_id, "start": a, "end": b,
         "line_oee": result.to_dict(),
@@ -70,8 +72,9 @@ def line_oee(
         "attribution_included": intervals is not None,
     }
     if bucket:
-        out["buckets"] = [x.to_dict() for x in analytics.oee_series(periods, stops, pol, bucket, str(tz), now)]
-    return out
+        out["buckets"] = [x.to_dict() for x in analytics.oee_series(periods, stops, pol, bucket, str(tz), now,
+                                                                     ledger=ledger)]
+    return service.json_response(out)
 
 
 @router.get("/sites/{site_id}/oee", summary="Every machine of a site rolled up (sums of times and counts)")
