@@ -47,7 +47,7 @@ def test_provisioning_files_are_valid():
     ds = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "timescaledb.yaml").read_text())
     assert ds["datasources"][0]["uid"] == "andon-tsdb"
     names = {d["title"] for d in dashboards()}
-    assert names == {"Andon · OEE trend", "Andon · State timeline", "Andon · Downtime Pareto"}
+    assert names == {"Andon · OEE trend", "Andon · State timeline", "Andon · Downtime Pareto", "Andon · Risk"}
     for d in dashboards():
         for panel in d["panels"]:
             assert panel["datasource"]["uid"] == "andon-tsdb"
@@ -68,6 +68,16 @@ def example_db(fresh_db_url):
         pool.close()
     with psycopg.connect(fresh_db_url) as conn:
         rollups.refresh(conn, now=end + dt.timedelta(days=1))
+        # Two risk scores and an alert, as the scoring loop stores them, for the risk dashboard.
+        num = conn.execute("select num from machines where id = 'widget-press'").fetchone()[0]
+        for k, (p, level) in enumerate(((0.2, "ok"), (0.9, "act"))):
+            conn.execute(
+                "insert into pdm_risk_scores (machine, ts, probability, level, lead_time_h, drivers) "
+                "values (%s, %s, %s, %s, %s, %s)",
+                (num, start + dt.timedelta(hours=1 + k), p, level, 12.0, '["vibration RMS up 40 % over 3 days"]'),
+            )
+        conn.execute("insert into pdm_alerts (machine, opened_at, probability) values (%s, %s, 0.9)",
+                     (num, start + dt.timedelta(hours=2)))
         conn.commit()
     return fresh_db_url, start, end
 
@@ -92,3 +102,6 @@ def test_every_panel_query_runs_and_oee_matches(example_db):
                                                                                               74.79)
     # Pareto: the one 47-minute stop with its reason.
     assert results[("andon-downtime", 1)][0][:2] == ("jam-clear", pytest.approx(47.0))
+    # Risk: the latest score first, and the alert.
+    assert results[("andon-risk", 2)][0][:3] == ("widget-press", "act", 0.9)
+    assert len(results[("andon-risk", 3)]) == 1
