@@ -59,7 +59,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import yaml
 
-from andon.events import STATE_BY_CODE, Event, MachineState, TelemetrySample
+from andon.events import STATE_BY_CODE, Event, MachineState
 from andon.plant import PlantModel
 from simulator.config import SimulationConfig
 from simulator.frontends.mqtt_gateway import GatewayFaults, MqttGateway, MqttGatewayConfig
@@ -795,14 +795,7 @@ def write_history(target: str | ConnectionPool, truth: GroundTruth, *, source_id
         writer = EventWriter(pool)
         inserted = 0
         chunk: list[Event] = []
-        units: set[tuple[str, str]] = set()
         for ev in history_events(truth, source_id=source_id, telemetry=telemetry, count_batch_s=count_batch_s):
-            if isinstance(ev, TelemetrySample) and ev.unit and (ev.machine_id, ev.metric) not in units:
-                # The first sample of a channel goes alone: the writer registers a channel's unit once per
-                # row of a batch before it knows the channel, which makes big first batches very slow.
-                units.add((ev.machine_id, ev.metric))
-                inserted += writer.write([ev]).total_inserted
-                continue
             chunk.append(ev)
             if len(chunk) >= batch:
                 inserted += writer.write(chunk).total_inserted
