@@ -17,6 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from analytics.pdm.data import BIN_COLUMNS, bin_telemetry
+from analytics.pdm.engine import TrainConfig
+from analytics.pdm.features import FeatureConfig
 from andon import pdm
 from andon.events import TelemetrySample
 from andon.plant import load_plant_model
@@ -129,13 +131,16 @@ def test_train_score_alert_once_and_api(fresh_db_url, webhook_server):
     end = _load_line(fresh_db_url, days=10)
     ps = pdm.PdmSettings(target_fault_codes=["E105", "E401"], webhooks=[url_hook], score_window_days=7,
                            bin_s=1800.0)
-    report = pdm.train(fresh_db_url, scope="line:line1", start=START, end=end, settings=ps)
+    # The lifecycle is under test here, not the model's quality (tests/test_pdm_model.py): a light config.
+    light = TrainConfig(features=FeatureConfig(bin_s=ps.bin_s, horizon_h=ps.horizon_h), folds=3,
+                        gain_augmentation=())
+    report = pdm.train(fresh_db_url, scope="line:line1", start=START, end=end, settings=ps, config=light)
     assert report.status == "promoted" and report.previous_version is None
     # 10 days of 30-min bins sampled every third bin on 6 machines, less the samples under repair.
     assert report.metrics["machines"] == 6 and 900 <= report.metrics["samples"] <= 6 * 10 * 48 // 3
 
     # A second training on the same window is judged against the first on that window.
-    again = pdm.train(fresh_db_url, scope="line:line1", start=START, end=end, settings=ps)
+    again = pdm.train(fresh_db_url, scope="line:line1", start=START, end=end, settings=ps, config=light)
     assert again.previous_version == report.version
     assert again.previous_quality is not None
     assert again.status == ("rejected" if again.quality + ps.promote_tolerance < again.previous_quality

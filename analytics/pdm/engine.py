@@ -9,6 +9,7 @@ lead time, drivers in words and data-quality issues. Pure: DataFrames in, result
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -28,7 +29,7 @@ from analytics.pdm.features import (
 from analytics.pdm.models import (
     HEALTH_FEATURES,
     WeibullPrior,
-    classifier_pipeline,
+    fit_classifier,
     fit_health,
     fit_weibull,
     grouped_oof,
@@ -49,7 +50,14 @@ class TrainConfig:
     seed: int = 0
     min_failures_supervised: int = 4  # in-scope failures needed before a classifier is trained
     healthy_quantile: float = 0.99  # health evidence threshold for act: this quantile of healthy samples
-    max_premature_share: float = 0.10
+    max_premature_share: float = 0.15
+    act_probabilities: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
+    act_persistences: tuple[int, ...] = (1, 2)  # consecutive samples (30 min apart) before act
+    # Condition evidence needed for act, as multiples of the healthy quantile of the health score.
+    act_health_multiples: tuple[float, ...] = (1.0, 2.0, 3.0)
+    # Copies of the training samples with the wear signals scaled by these factors (see augment_gain).
+    gain_augmentation: tuple[float, ...] = (0.7,)
+    warmup_days: float = 7.0  # out-of-fold judging starts this late (as PdmModel.evaluate)
     rul_within_h: float = 120.0
 
 
@@ -93,7 +101,7 @@ class PdmModel:
             p = fallback_probability(s["health"].to_numpy(), s["hazard"].to_numpy(), s["prod_ahead_h"].to_numpy(),
                                      self.horizon_h)
         s["probability"] = p
-        s["level"] = levels(p, s["health"].to_numpy(), self.thresholds)
+        s["level"] = levels(p, s["health"].to_numpy(), self.thresholds, s["machine"].to_numpy())
         s["rul_pred_h"] = np.clip(self.rul.predict(s), 0.0, None) if self.rul is not None else np.nan
         return s
 
@@ -196,12 +204,12 @@ def fit_model(history: FleetHistory, config: TrainConfig | None = None) -> PdmMo
                                "machines": len(history.machines), "act_health": act_health}
     classifier = rul = None
     if n_fail >= cfg.min_failures_supervised and y.min() != y.max():
-        cv = grouped_oof(train, y, cfg.folds, cfg.seed)
+        cv = grouped_oof(train, y, cfg.folds, cfg.seed, cfg.gain_augmentation)
         metrics.update({"cv_folds": cv.folds, "cv_auc": cv.auc, "cv_average_precision": cv.average_precision})
         oof = train.assign(probability=cv.probability)
         thresholds, cv_eval = choose_thresholds(oof, history, thresholds, cfg)
         metrics["cv"] = cv_eval
-        classifier = classifier_pipeline(cfg.seed).fit(train, y)
+        classifier = fit_classifier(train, y, cfg.seed, cfg.gain_augmentation)
         has_rul = train["rul_h"].between(0, cfg.rul_within_h) & (train["health"] >= thresholds.watch_health)
         if has_rul.sum() >= 50:
             rul = rul_pipeline(cfg.seed).fit(train[has_rul], train.loc[has_rul, "rul_h"].to_numpy())
@@ -210,8 +218,9 @@ def fit_model(history: FleetHistory, config: TrainConfig | None = None) -> PdmMo
                            "risk from the health score and the age-based hazard")
         oof = train.assign(probability=fallback_probability(train["health"].to_numpy(), train["hazard"].to_numpy(),
                                                             train["prod_ahead_h"].to_numpy(), fc.horizon_h))
-        oof["level"] = levels(oof["probability"].to_numpy(), oof["health"].to_numpy(), thresholds)
-        metrics["cv"] = _eval_dict(oof, history, thresholds, fc.horizon_h)
+        oof["level"] = levels(oof["probability"].to_numpy(), oof["health"].to_numpy(), thresholds,
+                              oof["machine"].to_numpy())
+        metrics["cv"] = _eval_dict(oof, history, thresholds, fc.horizon_h, cfg.warmup_days)
     return PdmModel(cfg, thresholds, baselines, health, pooled, weibull, classifier, rul, metrics,
                     history.start, history.end)
 
@@ -223,26 +232,35 @@ def _pooled_health(lab: pd.DataFrame, healthy: pd.Series) -> Pipeline | None:
     return health_pipeline().fit(h)
 
 
-def _eval_dict(scored: pd.DataFrame, history: FleetHistory, th: RiskThresholds, horizon_h: float) -> dict[str, Any]:
-    ev = evaluate(scored, history.failures, release_p=th.release_probability, start=history.start,
+def _eval_dict(scored: pd.DataFrame, history: FleetHistory, th: RiskThresholds, horizon_h: float,
+               warmup_days: float = 0.0) -> dict[str, Any]:
+    # The same convention as PdmModel.evaluate: failures in the first days (before the machines' own
+    # baselines exist) are not judged; at most a quarter of a short history is given to warm-up.
+    warmup = min(pd.Timedelta(days=warmup_days), (history.end - history.start) / 4)
+    ev = evaluate(scored, history.failures, release_p=th.release_probability, start=history.start + warmup,
                   end=history.end, horizon_h=horizon_h)
     return ev.to_dict()
 
 
 def choose_thresholds(oof: pd.DataFrame, history: FleetHistory, base: RiskThresholds, cfg: TrainConfig
                       ) -> tuple[RiskThresholds, dict[str, Any]]:
-    """The act probability that warns most failures 4-24 h ahead with few premature first alarms and few
-    false alarms, judged on out-of-fold predictions (machines scored by models that never saw them)."""
+    """The act probability, persistence and condition evidence that warn most failures 4-24 h ahead with
+    few premature first alarms and few false alarms, judged on out-of-fold predictions (machines scored by
+    models that never saw them). Ties go to the earlier candidate in the grid."""
     best: tuple[float, RiskThresholds, dict[str, Any]] | None = None
-    for act_p in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+    machine = oof["machine"].to_numpy()
+    for act_p, persistence, mult in itertools.product(cfg.act_probabilities, cfg.act_persistences,
+                                                      cfg.act_health_multiples):
         th = replace(base, act_probability=act_p, watch_probability=min(0.2, act_p / 2),
-                     release_probability=act_p * 0.6)
-        scored = oof.assign(level=levels(oof["probability"].to_numpy(), oof["health"].to_numpy(), th))
-        ev = _eval_dict(scored, history, th, cfg.features.horizon_h)
+                     release_probability=act_p * 0.6, act_persistence=persistence,
+                     act_health=max(base.act_health * mult, 2.0))
+        scored = oof.assign(level=levels(oof["probability"].to_numpy(), oof["health"].to_numpy(), th, machine))
+        ev = _eval_dict(scored, history, th, cfg.features.horizon_h, cfg.warmup_days)
         warned = ev["warned_share"] if math.isfinite(ev["warned_share"]) else 0.0
         score = warned - 2.0 * max(ev["premature_share"] - cfg.max_premature_share, 0.0) \
             - 0.5 * ev["false_alarms_per_machine_week"]
         if best is None or score > best[0] + 1e-9:
             best = (score, th, ev)
     assert best is not None
-    return best[1], best[2] | {"act_probability": best[1].act_probability}
+    return best[1], best[2] | {"act_probability": best[1].act_probability,
+                               "act_persistence": best[1].act_persistence, "act_health": best[1].act_health}

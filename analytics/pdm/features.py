@@ -13,7 +13,10 @@ Per channel (vibration RMS, bearing temperature, motor current, cycle time), fro
   change moves the reference, not the deviation; until a product's baseline exists its levels are NaN;
 - rolling over the last valid bins (windows in running hours, so weekends and breaks do not stretch
   them): level (median of the last ``level_window_h``), spread, RMS, kurtosis, and the trend = change
-  of the level over the last 24 and 72 running hours.
+  of the level over the last 6, 12, 24 and 72 running hours;
+- an in-scope failure ends the machine's current life: readings from before it never carry over (the
+  rolling windows restart, and until the repaired machine has run again its levels are NaN), so a
+  repaired machine is not scored on the wear it had before its repair.
 
 Events: micro-stop rate over the last 8 running hours relative to the machine's baseline rate, warning
 and fault-stop rates per running hour over the last 24 running hours. Age: running hours since the last
@@ -30,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analytics.pdm.data import CHANNELS, FleetHistory, production_hours_ahead
+from analytics.pdm.data import CHANNELS, FleetHistory, floor_bins, production_hours_ahead
 
 CHANNEL_WORDS = {"vibration_rms": "vibration RMS", "bearing_temp": "bearing temperature",
                  "motor_current": "motor current", "cycle_time": "cycle time"}
@@ -68,6 +71,7 @@ class MachineBaseline:
 LEVEL_FEATURES = [f"{c}_level" for c in CHANNELS]
 TREND_FEATURES = [f"{c}_trend24" for c in CHANNELS]
 TREND72_FEATURES = [f"{c}_trend72" for c in CHANNELS]
+SHORT_TREND_FEATURES = [f"{c}_trend{w}" for c in CHANNELS for w in (6, 12)]
 SHAPE_FEATURES = [f"{c}_{k}" for c in CHANNELS for k in ("spread", "rms", "kurtosis")]
 EVENT_FEATURES = ["micro_ratio", "warn_rate_h", "fault_rate_h"]
 CONTEXT_FEATURES = ["age_h", "prod_ahead_h", "running_share_24h"]
@@ -77,8 +81,17 @@ def _product_key(p: object) -> str:
     return str(p) if p is not None and p == p else "*"
 
 
-def _rolling_median(x: np.ndarray, w: int, min_periods: int) -> np.ndarray:
-    return pd.Series(x).rolling(w, min_periods=min_periods).median().to_numpy()
+def _rolling(x: np.ndarray, w: int, min_periods: int, epoch: np.ndarray | None, how: str) -> np.ndarray:
+    """Rolling statistic over the last w values, restarting wherever `epoch` changes."""
+    series = pd.Series(x, dtype=float)
+    if epoch is None or epoch.size == 0 or np.all(epoch == epoch[0]):
+        return series.rolling(w, min_periods=min_periods).agg(how).to_numpy()
+    rolled = series.groupby(epoch, sort=False).rolling(w, min_periods=min_periods).agg(how)
+    return rolled.reset_index(level=0, drop=True).sort_index().to_numpy()
+
+
+def _rolling_median(x: np.ndarray, w: int, min_periods: int, epoch: np.ndarray | None = None) -> np.ndarray:
+    return _rolling(x, w, min_periods, epoch, "median")
 
 
 def _rate(cum_x: np.ndarray, cum_run_h: np.ndarray, window_h: float) -> np.ndarray:
@@ -114,15 +127,27 @@ def machine_features(
     need_baseline = round(cfg.baseline_running_h * bins_per_h)
     level_w = max(round(cfg.level_window_h * bins_per_h), 1)
     spread_w = max(round(cfg.spread_window_h * bins_per_h), 2)
+    lag6 = round(6 * bins_per_h)
+    lag12 = round(12 * bins_per_h)
     lag24 = round(24 * bins_per_h)
     lag72 = round(72 * bins_per_h)
     t_end = grid + pd.Timedelta(seconds=cfg.bin_s)
+    # The bin of the last in-scope failure at or before each bin (-1: none): readings from before a
+    # failure describe the machine as it was before its repair, so they never carry over past it.
+    f = history.failures[(history.failures["machine"] == machine) & history.failures["in_scope"].astype(bool)]
+    fail_bin = np.sort(floor_bins(pd.DatetimeIndex(f["ts"]), grid[0], cfg.bin_s)) if len(f) \
+        else np.array([], dtype=np.int64)
+    last_fail = np.full(nb, -1, dtype=np.int64)
+    if fail_bin.size:
+        j = np.searchsorted(fail_bin, np.arange(nb), side="right") - 1
+        last_fail = np.where(j >= 0, fail_bin[np.clip(j, 0, None)], -1)
     for ch in CHANNELS:
         cb = mb[mb["metric"] == ch].set_index("bin_start").reindex(grid)
         n = cb["n"].fillna(0).to_numpy(dtype=float)
         n_clean = cb["n_clean"].fillna(0).to_numpy(dtype=float)
         if not np.any(n > 0):
-            for name in (f"{ch}_level", f"{ch}_trend24", f"{ch}_trend72", f"{ch}_spread", f"{ch}_rms",
+            for name in (f"{ch}_level", f"{ch}_trend6", f"{ch}_trend12", f"{ch}_trend24", f"{ch}_trend72",
+                         f"{ch}_spread", f"{ch}_rms",
                          f"{ch}_kurtosis", f"{ch}_stale_h", f"{ch}_span72_h"):
                 out[name] = np.full(nb, np.nan)
             continue
@@ -171,12 +196,15 @@ def machine_features(
         vi = np.flatnonzero(ok)
         dev = med[vi] / ref[vi] - 1.0
         dev_rms = rms[vi] / ref_rms[vi] - 1.0
-        short = _rolling_median(dev, level_w, max(level_w // 3, 1))
-        spread = pd.Series(dev).rolling(spread_w, min_periods=max(spread_w // 3, 2)).std().to_numpy()
-        rms_short = _rolling_median(dev_rms, level_w, max(level_w // 3, 1))
-        kurt = _rolling_median(cb["kurtosis"].to_numpy(dtype=float)[vi], level_w, max(level_w // 3, 1))
+        epoch = last_fail[vi]  # rolling windows restart after each in-scope failure
+        short = _rolling_median(dev, level_w, max(level_w // 3, 1), epoch)
+        spread = _rolling(dev, spread_w, max(spread_w // 3, 2), epoch, "std")
+        rms_short = _rolling_median(dev_rms, level_w, max(level_w // 3, 1), epoch)
+        kurt = _rolling_median(cb["kurtosis"].to_numpy(dtype=float)[vi], level_w, max(level_w // 3, 1), epoch)
         pos = np.searchsorted(vi, np.arange(nb), side="right") - 1
         has = pos >= 0
+        if vi.size:
+            has &= vi[np.clip(pos, 0, None)] >= last_fail
         pc = np.clip(pos, 0, None)
 
         def at(values: np.ndarray, lag: int = 0, *, _pc: np.ndarray = pc, _has: np.ndarray = has) -> np.ndarray:
@@ -189,6 +217,8 @@ def machine_features(
 
         lvl = at(short)
         out[f"{ch}_level"] = lvl
+        out[f"{ch}_trend6"] = lvl - at(short, lag6)
+        out[f"{ch}_trend12"] = lvl - at(short, lag12)
         out[f"{ch}_trend24"] = lvl - at(short, lag24)
         out[f"{ch}_trend72"] = lvl - at(short, lag72)
         out[f"{ch}_spread"] = at(spread)
@@ -213,7 +243,6 @@ def machine_features(
     out["warn_rate_h"] = _rate(cum_warn, cum_run_h, cfg.event_window_h)
     out["fault_rate_h"] = _rate(cum_fault, cum_run_h, cfg.event_window_h)
     # Age since the last in-scope repair (running hours); NaN until one has been seen.
-    f = history.failures[(history.failures["machine"] == machine) & history.failures["in_scope"].astype(bool)]
     ends = np.sort(pd.DatetimeIndex(f["repair_end"]).as_unit("ns").asi8) if len(f) else np.array([], dtype=np.int64)
     tb = t_end.as_unit("ns").asi8
     k = np.searchsorted(ends, tb, side="right") - 1

@@ -6,7 +6,8 @@
   as a root mean square. Works for a machine that has never failed.
 - ``classifier``: P(an in-scope failure within H hours), a gradient-boosted classifier whose every
   input is constrained to act monotonically upward (more wear evidence never lowers the probability),
-  validated with GroupKFold by machine.
+  validated with GroupKFold by machine. Trained on the samples plus copies with the wear signals scaled
+  down (``augment_gain``): another plant's sensors may show the same wear weaker than this fleet's did.
 - ``rul``: remaining running hours to the failure, trained on samples that precede a failure.
 - ``weibull``: the age-based hazard of in-scope failures (running hours since the last repair), fitted
   on the fleet's times to failure with the right-censored survivors, used as a prior input.
@@ -27,11 +28,11 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from analytics.pdm.features import LEVEL_FEATURES, TREND_FEATURES
+from analytics.pdm.features import LEVEL_FEATURES, SHORT_TREND_FEATURES, TREND_FEATURES
 
 HEALTH_FEATURES = [*LEVEL_FEATURES, "micro_ratio", "warn_rate_h"]
-MODEL_FEATURES = [*LEVEL_FEATURES, *TREND_FEATURES, "micro_ratio", "warn_rate_h", "fault_rate_h", "health",
-                  "hazard", "age_h", "prod_ahead_h"]
+MODEL_FEATURES = [*LEVEL_FEATURES, *SHORT_TREND_FEATURES, *TREND_FEATURES, "micro_ratio", "warn_rate_h",
+                  "fault_rate_h", "health", "hazard", "age_h", "prod_ahead_h"]
 Z_CLIP = 50.0
 
 
@@ -194,8 +195,33 @@ class CrossValidation:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def grouped_oof(samples: pd.DataFrame, labels: np.ndarray, folds: int, seed: int = 0) -> CrossValidation:
-    """GroupKFold by machine: one machine's history never helps predict itself."""
+# Features whose size scales with how strongly wear shows in a plant's signals (sensor gains, mounting,
+# machine type): a new plant's machines may show the same wear weaker or stronger.
+GAIN_SCALED = [c for c in MODEL_FEATURES if c.endswith("_level") or "_trend" in c] + ["health"]
+
+
+def augment_gain(samples: pd.DataFrame, labels: np.ndarray, factors: tuple[float, ...]
+                 ) -> tuple[pd.DataFrame, np.ndarray]:
+    """The training samples plus, per factor, a copy with every gain-scaled feature multiplied by it
+    (same labels): the classifier learns that a failure can come with weaker (or stronger) signals than
+    this plant's history showed, instead of keying on this fleet's absolute signal sizes."""
+    if not factors:
+        return samples, labels
+    cols = [c for c in GAIN_SCALED if c in samples.columns]
+    copies = [samples] + [samples.assign(**{c: samples[c] * f for c in cols}) for f in factors]
+    return pd.concat(copies, ignore_index=True), np.concatenate([labels] * (1 + len(factors)))
+
+
+def fit_classifier(samples: pd.DataFrame, labels: np.ndarray, seed: int = 0,
+                   augment: tuple[float, ...] = ()) -> Pipeline:
+    x, y = augment_gain(samples, labels, augment)
+    return classifier_pipeline(seed).fit(x, y)
+
+
+def grouped_oof(samples: pd.DataFrame, labels: np.ndarray, folds: int, seed: int = 0,
+                augment: tuple[float, ...] = ()) -> CrossValidation:
+    """GroupKFold by machine: one machine's history never helps predict itself (augmented copies of the
+    training folds only; held-out machines are scored as they are)."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     groups = samples["machine"].to_numpy()
@@ -208,7 +234,7 @@ def grouped_oof(samples: pd.DataFrame, labels: np.ndarray, folds: int, seed: int
         if y.min() == y.max():
             oof[test_idx] = float(y.mean())
             continue
-        pipe = classifier_pipeline(seed).fit(samples.iloc[train_idx], y)
+        pipe = fit_classifier(samples.iloc[train_idx], y, seed, augment)
         oof[test_idx] = pipe.predict_proba(samples.iloc[test_idx])[:, 1]
     ok = np.isfinite(oof)
     auc = ap = None

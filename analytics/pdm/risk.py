@@ -3,8 +3,9 @@
 Levels: ``act`` needs both a high probability of failing within H hours *and* condition evidence (the
 machine's own health score well above its healthy baseline): an age-based hazard or a calendar alone
 can never send a machine to ``act``, and neither can a data-quality problem (faulty samples are not
-features). ``watch`` is a moderate probability or a moderate health excursion. The thresholds are
-chosen at training time on out-of-fold predictions and stored with the model.
+features). ``act`` may also require the condition to persist over consecutive samples. ``watch`` is a
+moderate probability or a moderate health excursion. The thresholds (act probability, condition evidence,
+persistence) are chosen at training time on grouped out-of-fold predictions and stored with the model.
 """
 
 from __future__ import annotations
@@ -30,18 +31,41 @@ class RiskThresholds:
     release_probability: float = 0.3
     act_health: float = 3.0  # condition evidence needed for act (robust z, root mean square of upward parts)
     watch_health: float = 2.0
+    # Consecutive samples (of one machine) meeting the act condition before the level is act: one noisy
+    # sample does not raise an alarm. 1: no persistence required.
+    act_persistence: int = 1
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
 
 
-def levels(probability: np.ndarray, health: np.ndarray, th: RiskThresholds) -> np.ndarray:
+def levels(probability: np.ndarray, health: np.ndarray, th: RiskThresholds,
+           machine: np.ndarray | None = None) -> np.ndarray:
+    """Level of each sample. With `machine` (samples in time order within each machine), act also needs
+    the act condition to have held for ``act_persistence`` consecutive samples of that machine; before
+    that the sample is at watch."""
     p = np.nan_to_num(np.asarray(probability, dtype=float), nan=0.0)
     h = np.nan_to_num(np.asarray(health, dtype=float), nan=0.0)
     out = np.full(p.shape, "ok", dtype=object)
     out[(p >= th.watch_probability) | (h >= th.watch_health)] = "watch"
-    out[(p >= th.act_probability) & (h >= th.act_health)] = "act"
+    cond = (p >= th.act_probability) & (h >= th.act_health)
+    k = int(getattr(th, "act_persistence", 1))  # models stored before the field existed: 1
+    if k > 1 and machine is not None and cond.size:
+        cond = _persistent(cond, np.asarray(machine), k)
+    out[cond] = "act"
     return out
+
+
+def _persistent(cond: np.ndarray, machine: np.ndarray, k: int) -> np.ndarray:
+    """True where `cond` has held for the last k samples of the same machine (runs reset per machine)."""
+    new_machine = np.ones(cond.size, dtype=bool)
+    new_machine[1:] = machine[1:] != machine[:-1]
+    run = np.zeros(cond.size, dtype=np.int64)
+    count = 0
+    for i in range(cond.size):
+        count = (0 if new_machine[i] else count) + 1 if cond[i] else 0
+        run[i] = count
+    return run >= k
 
 
 def _pct(x: float) -> str:
