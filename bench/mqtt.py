@@ -230,8 +230,9 @@ def batch_load(workdir: Path, machines: list[str], n_events: int, per_message: i
 # --- the ceiling: paho, parse only ----------------------------------------------------------------------
 
 
-def paho_ceiling(port: int, load: Load, publishers: int) -> tuple[float, float]:
-    """Messages/s of a paho subscriber that only parses, and of the publisher itself."""
+def paho_ceiling(port: int, load: Load, publishers: int) -> tuple[float, float, float]:
+    """Messages/s of a paho subscriber that only parses, of the publisher itself, and the subscriber's CPU
+    seconds meanwhile."""
     done = threading.Event()
     state = {"n": 0, "t": 0.0}
     target = load.messages
@@ -257,13 +258,15 @@ def paho_ceiling(port: int, load: Load, publishers: int) -> tuple[float, float]:
         if not subscribed.wait(10):
             raise RuntimeError("paho subscriber: no SUBACK")
         t0 = time.perf_counter()
+        c0 = time.process_time()
         t_pub = publish(port, load, publishers)
         if not done.wait(TIMEOUT_S):
             raise RuntimeError(f"paho subscriber got {state['n']} of {target} messages")
+        cpu_s = time.process_time() - c0
     finally:
         client.disconnect()
         client.loop_stop()
-    return target / (state["t"] - t0), target / (t_pub - t0)
+    return target / (state["t"] - t0), target / (t_pub - t0), cpu_s
 
 
 # --- the collector path ---------------------------------------------------------------------------------
@@ -285,15 +288,19 @@ class TimedDelivery(runtime.Delivery):
 
 
 def collector_rate(delivery: TimedDelivery, plant: Any, port: int, load: Load, publishers: int,
-                   profile: cProfile.Profile | None = None) -> tuple[float, float, dict[str, int]]:
-    """(events/s, messages/s) from publish start to the last event committed, plus the source counters."""
+                   profile: cProfile.Profile | None = None) -> tuple[float, float, dict[str, Any]]:
+    """(events/s, messages/s) from publish start to the last event committed, plus the source counters and
+    ``cpu_s``: the CPU time the collector's process (paho, decoding, writer threads) spent meanwhile, a
+    figure that the machine's other load hardly moves (the database's CPU is not in it)."""
     source = mqtt_source.from_config(
         {"id": "bench-mqtt", "type": "mqtt", "host": "127.0.0.1", "port": port,
          "client_id": f"andon-bench-{uuid.uuid4().hex[:8]}", "receive_maximum": RECEIVE_MAXIMUM},
         plant)
     expected = len(load.events)
 
-    async def go() -> tuple[float, float]:
+    cpu = {"s": 0.0}
+
+    async def go() -> tuple[float, float, float]:
         stop = asyncio.Event()
         task = asyncio.create_task(runtime.run([source], delivery, stop))
         try:
@@ -309,9 +316,11 @@ def collector_rate(delivery: TimedDelivery, plant: Any, port: int, load: Load, p
             if profile is not None:
                 profile.enable()
             t0 = time.perf_counter()
+            c0 = time.process_time()
             t_pub = await asyncio.to_thread(publish, port, load, publishers)
             if not await asyncio.to_thread(delivery.reached.wait, TIMEOUT_S):
                 raise RuntimeError(f"collector stored {delivery.stats['written']} of {delivery.target}")
+            cpu["s"] = time.process_time() - c0
             if profile is not None:
                 profile.disable()
             return expected / (delivery.reached_at - t0), load.messages / (delivery.reached_at - t0), \
@@ -322,7 +331,7 @@ def collector_rate(delivery: TimedDelivery, plant: Any, port: int, load: Load, p
 
     ev_rate, msg_rate, pub_rate = asyncio.run(go())
     counters = {"messages_in": source.messages_in, "events_in": source.events_in, "rejected": source.rejected,
-                "acks_sent": source.acks_sent, "pub_msgs_per_s": round(pub_rate)}
+                "acks_sent": source.acks_sent, "pub_msgs_per_s": round(pub_rate), "cpu_s": cpu["s"]}
     if source.rejected:
         raise RuntimeError(f"collector rejected {source.rejected}: {dict(source.rejection_reasons)}")
     return ev_rate, msg_rate, counters
@@ -387,6 +396,9 @@ def main() -> int:
     batched_rates: list[float] = []
     copy_rates: list[float] = []
     pub_rates: list[float] = []
+    qos1_cpu: list[float] = []  # collector process CPU per message / per event: robust to a busy machine
+    batched_cpu: list[float] = []
+    paho_cpu: list[float] = []
     profile_text = ""
     with tempfile.TemporaryDirectory(prefix="andon-bench-mqtt-") as tmp, bench_database() as url:
         work = Path(tmp)
@@ -415,11 +427,13 @@ def main() -> int:
                     prof_q = cProfile.Profile() if args.profile == "qos1" and run == args.runs - 1 else None
                     prof_b = cProfile.Profile() if args.profile == "batched" and run == args.runs - 1 else None
                     if run % 2 == 0:
-                        ceiling, pub = paho_ceiling(broker.port, single, args.publishers)
-                        _, qos1, _ = collector_rate(delivery, plant, broker.port, single, args.publishers, prof_q)
+                        ceiling, pub, paho_cpu_s = paho_ceiling(broker.port, single, args.publishers)
+                        _, qos1, qcounters = collector_rate(delivery, plant, broker.port, single, args.publishers,
+                                                            prof_q)
                     else:
-                        _, qos1, _ = collector_rate(delivery, plant, broker.port, single, args.publishers, prof_q)
-                        ceiling, pub = paho_ceiling(broker.port, single, args.publishers)
+                        _, qos1, qcounters = collector_rate(delivery, plant, broker.port, single, args.publishers,
+                                                            prof_q)
+                        ceiling, pub, paho_cpu_s = paho_ceiling(broker.port, single, args.publishers)
                     batched, _, bcounters = collector_rate(delivery, plant, broker.port, batch, args.publishers,
                                                            prof_b)
                     cp = copy_rate(url, writer, single.events + batch.events)
@@ -428,9 +442,15 @@ def main() -> int:
                     batched_rates.append(batched)
                     copy_rates.append(cp)
                     pub_rates.append(pub)
+                    qos1_cpu.append(qcounters["cpu_s"] * 1e6 / args.messages)
+                    paho_cpu.append(paho_cpu_s * 1e6 / args.messages)
+                    batched_cpu.append(bcounters["cpu_s"] * 1e6 / len(batch.events))
                     print(f"run {run}: paho QoS 1 parse-only {ceiling:,.0f} msg/s (publisher alone {pub:,.0f}), "
                           f"collector QoS 1 {qos1:,.0f} msg/s ({qos1 / ceiling:.0%}), batched {batched:,.0f} "
-                          f"events/s ({bcounters['messages_in']} messages), raw COPY {cp:,.0f} rows/s", flush=True)
+                          f"events/s ({bcounters['messages_in']} messages), raw COPY {cp:,.0f} rows/s; collector CPU "
+                          f"{qos1_cpu[-1]:.1f} us/message (QoS 1; paho parse-only {paho_cpu[-1]:.1f}), "
+                          f"{batched_cpu[-1]:.2f} us/event (batched)",
+                          flush=True)
                     for prof in (prof_q, prof_b):
                         if prof is not None:
                             out = io.StringIO()
@@ -466,6 +486,9 @@ def main() -> int:
         "batched_events_per_s": round(batched_med), "copy_rows_per_s": round(copy_med),
         "batched_over_copy": round(batched_med / copy_med, 3),
         "publisher_msgs_per_s": round(statistics.median(pub_rates)),
+        "qos1_cpu_us_per_msg": round(statistics.median(qos1_cpu), 2),
+        "paho_qos1_cpu_us_per_msg": round(statistics.median(paho_cpu), 2),
+        "batched_cpu_us_per_event": round(statistics.median(batched_cpu), 3),
         "runs": args.runs, "messages_per_run": args.messages, "batched_events_per_run": args.batch_events,
         "events_per_message": args.events_per_message, "publishers": args.publishers,
     }))

@@ -61,18 +61,23 @@ class Heartbeat:
         state.last_seen_wall = self._wall()
         state.silent = False
         spoke = set(machines)
+        last_state = self._last_state
+        for event in events:
+            spoke.add(event.machine_id)
+            if isinstance(event, StateChange):
+                previous = last_state.get(event.machine_id)
+                if previous is None or event.ts >= previous.ts:
+                    last_state[event.machine_id] = event
+        state.machines |= spoke
+        if not self._offline or self._offline.isdisjoint(spoke):
+            return []  # the common case: nothing comes back
         with_state: set[str] = set()
         first_ts: dict[str, dt.datetime] = {}
         for event in events:
-            spoke.add(event.machine_id)
             if event.machine_id not in first_ts or event.ts < first_ts[event.machine_id]:
                 first_ts[event.machine_id] = event.ts
             if isinstance(event, StateChange):
                 with_state.add(event.machine_id)
-                previous = self._last_state.get(event.machine_id)
-                if previous is None or event.ts >= previous.ts:
-                    self._last_state[event.machine_id] = event
-        state.machines |= spoke
         restored: list[StateChange] = []
         for machine in sorted(spoke & self._offline):
             self._offline.discard(machine)

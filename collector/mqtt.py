@@ -5,8 +5,10 @@ Delivery guarantees
 * QoS 1 with a persistent session: MQTT 5 ``clean_start=False`` with a session expiry (or 3.1.1
   ``clean_session=False``) under a fixed client id, so the broker queues messages while the collector
   is down and redelivers the unacknowledged ones when it comes back.
-* Manual acknowledgements (paho ``manual_ack=True``): a message's PUBACK is sent only after the
-  consumer resumed the iterator past the batch holding its events, i.e. once they are durable. A
+* Manual acknowledgements (paho ``manual_ack=True``): a message's PUBACK is sent only once the batch
+  holding its events is durable: when the consumer resumes the iterator past it, or, if the consumer
+  took the acknowledgement over with ``Batch.defer()`` (the runtime does, to decode the next batch while
+  this one is written), when it calls it. PUBACKs go out in the order the messages were taken. A
   message that arrived on an earlier connection is never acknowledged on the new one: the broker
   redelivers it and the idempotency keys make the second copy a no-op in storage.
 * The broker limits unacknowledged messages in flight (MQTT 5 Receive Maximum, sent as
@@ -36,7 +38,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -51,7 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from andon.events import UTC, CounterTracker, Event
 from andon.plant import PlantModel
 from collector import mqtt_json, sparkplug
-from collector.base import Item, Rejection, Source, SourceReport
+from collector.base import Batch, Item, Rejection, Source, SourceReport
 from collector.heartbeat import Heartbeat
 from collector.sparkplug import SparkplugHostConfig
 
@@ -137,6 +139,12 @@ class _Received:
     received_at: dt.datetime
 
 
+@dataclass(slots=True)
+class _PendingAck:
+    done: list[Any]
+    durable: bool = False
+
+
 def _tls_context(tls: TlsSettings) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
     if tls.cert_file and tls.key_file:
@@ -195,6 +203,7 @@ class MqttSource(Source):
         self.rejection_reasons: collections.Counter[str] = collections.Counter()
         self._generation = 0
         self._inbox: collections.deque[_Received] = collections.deque()
+        self._acks: collections.deque[_PendingAck] = collections.deque()  # oldest first
         self._wake_pending = False
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -290,6 +299,7 @@ class MqttSource(Source):
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._closed = False
+        self._acks = collections.deque()  # acknowledgements of an earlier run are void
         self._client = client = self._start()
         tick = self._tick_s()
         try:
@@ -308,8 +318,13 @@ class MqttSource(Source):
                     items.extend(self.heartbeat.expire())
                 if items:
                     self._count(items)
-                    yield items  # resumed only once the batch is durable
-                self._ack(client, done)
+                    durable = self._ack_once_durable(client, done)
+                    batch = Batch(items, durable)
+                    yield batch  # resumed once the batch is durable, or earlier if the consumer deferred
+                    if not batch.deferred:
+                        durable()
+                elif done:  # nothing to store: acknowledged behind the batches before it
+                    self._ack_once_durable(client, done)()
         finally:
             await self._shutdown(client)
 
@@ -366,6 +381,26 @@ class MqttSource(Source):
                 self.rejection_reasons[item.reason.split(":")[0][:80]] += 1
             else:
                 self.events_in += 1
+
+    def _ack_once_durable(self, client: paho.Client, done: list[Any]) -> Callable[[], None]:
+        """The acknowledgement of one batch: marks it durable, then acknowledges every batch at the head
+        of the queue that is durable (so PUBACKs keep the order the messages were taken in)."""
+        entry = _PendingAck(done)
+        self._acks.append(entry)
+        acks = self._acks
+
+        def durable() -> None:
+            if entry.durable:
+                return
+            entry.durable = True
+            while acks and acks[0].durable:
+                head = acks.popleft()
+                if self._client is client:
+                    self._ack(client, head.done)
+                else:  # the connection this came from is gone: the broker redelivers
+                    self.acks_skipped += sum(1 for r in head.done if isinstance(r, _Received) and r.qos)
+
+        return durable
 
     def _ack(self, client: paho.Client, done: list[Any]) -> None:
         generation = self._generation

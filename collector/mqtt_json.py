@@ -57,6 +57,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
+import re
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
@@ -189,6 +191,30 @@ _SINGLE: dict[str, type[_Message]] = {
 _ANY_ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyMessage)
 _LIST_ADAPTER: TypeAdapter[list[Any]] = TypeAdapter(list[AnyMessage])
 
+# Fast path (JsonDecoder._fast): the same rules as the models, checked by hand.
+_EVENT_KINDS = frozenset(("state", "count", "counter", "telemetry"))
+_MAX_I64 = (1 << 63) - 1
+_MAX_EXACT = 1 << 53  # integer telemetry values converted to float exactly as the model does
+_METRIC_RE = re.compile(r"[A-Za-z0-9_.:/\-]+")
+_STATE_OK: dict[str, MachineState] = {s.value: s for s in MachineState}
+
+
+class _CounterReading:
+    """A validated counter message waiting for the tracker (fast path)."""
+
+    __slots__ = ("defective", "processed", "product", "seq", "ts")
+
+    def __init__(self, ts: dt.datetime, processed: int, defective: int, product: str | None,
+                 seq: str | None) -> None:
+        self.ts = ts
+        self.processed = processed
+        self.defective = defective
+        self.product = product
+        self.seq = seq
+
+
+_Fast = StateChange | ProductionCount | TelemetrySample | _CounterReading
+
 
 def topic(machine_id: str, kind: str) -> str:
     if kind not in KINDS:
@@ -198,6 +224,21 @@ def topic(machine_id: str, kind: str) -> str:
 
 def parse_topic(topic_name: str) -> tuple[str, str] | None:
     """``andon/v1/<machine_id>/<kind>`` -> (machine_id, kind); None when the topic is not ours."""
+    try:
+        return _TOPICS[topic_name]
+    except KeyError:
+        pass
+    parsed = _parse_topic(topic_name)
+    if len(_TOPICS) >= 4096:
+        _TOPICS.clear()
+    _TOPICS[topic_name] = parsed
+    return parsed
+
+
+_TOPICS: dict[str, tuple[str, str] | None] = {}  # parse_topic's answers: topics repeat
+
+
+def _parse_topic(topic_name: str) -> tuple[str, str] | None:
     parts = topic_name.split("/")
     if len(parts) != 4 or f"{parts[0]}/{parts[1]}" != TOPIC_PREFIX or parts[3] not in KINDS:
         return None
@@ -240,6 +281,7 @@ class JsonDecoder:
         self.source_id = source_id
         self.known_machines = frozenset(known_machines) if known_machines is not None else None
         self.counters = counters or CounterTracker()
+        self._metrics_ok: set[str] = set()  # metric names that passed the pattern (fast path)
 
     def _reject(self, reason: str, topic_name: str, payload: bytes | None) -> Rejection:
         return Rejection(self.source_id, reason, payload=payload, topic=topic_name)
@@ -262,7 +304,7 @@ class JsonDecoder:
         if len(payload) > limit:
             return [self._reject(f"payload of {len(payload)} bytes exceeds {limit}", topic_name, payload)]
         try:
-            data = json.loads(payload, parse_constant=_reject_constant)
+            data = _loads(payload)
         except (ValueError, RecursionError) as exc:
             return [self._reject(f"not valid JSON: {exc}", topic_name, payload)]
         if not isinstance(data, dict):
@@ -272,6 +314,9 @@ class JsonDecoder:
             if "kind" in data and data["kind"] != kind:
                 return [self._reject(f"kind: {data['kind']!r} does not match the topic's {kind!r}", topic_name,
                                      payload)]
+            fast = self._fast(machine, kind, data)
+            if fast is not None:
+                return self._fast_items(machine, [fast], False, topic_name, payload)
             try:
                 message = _SINGLE[kind].model_validate({**data, "kind": kind})
             except ValidationError as exc:
@@ -286,6 +331,9 @@ class JsonDecoder:
             return [self._reject("events: must be a non-empty list", topic_name, payload)]
         if len(events) > MAX_BATCH_EVENTS:
             return [self._reject(f"events: {len(events)} events exceed {MAX_BATCH_EVENTS}", topic_name, payload)]
+        fast_batch = self._fast_batch(machine, events)
+        if fast_batch is not None:
+            return self._fast_items(machine, fast_batch, True, topic_name, payload)
         try:
             messages: list[Any] = _LIST_ADAPTER.validate_python(events)
             return self._to_items(machine, messages, list(range(len(messages))), topic_name, payload)
@@ -303,6 +351,159 @@ class JsonDecoder:
                 items.append(self._reject(_error_text(exc, f"events[{i}]", tagged=True), topic_name, _clip(raw)))
         items.extend(self._to_items(machine, good, good_index, topic_name, payload))
         return items
+
+    # --- fast path ------------------------------------------------------------------------------------
+    # Plain, valid events (the overwhelming majority) are checked by hand and turned into canonical events
+    # directly, without building pydantic models. The checks accept a subset of what the models accept
+    # and give the same values; anything else (an error, an unusual shape) returns None and the message
+    # goes through the models, which also word the rejections. Nothing here changes state (the counter
+    # tracker is updated in _fast_items, after the whole message passed), so falling back is always safe.
+
+    def _fast_batch(self, machine: str, events: list[Any]) -> list[_Fast] | None:
+        out: list[_Fast] = []
+        fast = self._fast
+        for raw in events:
+            if type(raw) is not dict:
+                return None
+            kind = raw.get("kind")
+            if kind not in _EVENT_KINDS:
+                return None
+            item = fast(machine, kind, raw)
+            if item is None:
+                return None
+            out.append(item)
+        return out
+
+    def _fast(self, machine: str, kind: str, d: dict[str, Any]) -> _Fast | None:
+        """One event object of ``kind`` (a "kind" key in it is already known to match): the event, or a
+        counter reading (machine, ts, processed, defective, product, seq) for the tracker; None: use the
+        models."""
+        get = d.get
+        raw_ts = get("ts")
+        if type(raw_ts) is int:
+            if not _MIN_TS_MS <= raw_ts < _MAX_TS_MS:
+                return None
+            ts = dt.datetime.fromtimestamp(raw_ts / 1000, tz=UTC)
+        elif type(raw_ts) is str:
+            try:
+                ts = _parse_ts(raw_ts)
+            except ValueError:
+                return None
+        else:
+            return None
+        used = 1 + ("kind" in d)
+        seq: str | None = None
+        raw_seq = get("seq")
+        if raw_seq is not None:
+            t = type(raw_seq)
+            if t is int:
+                if not 0 <= raw_seq <= _MAX_I64:
+                    return None
+            elif t is not str or not 0 < len(raw_seq) <= 64:
+                return None
+            seq = f"{machine}/{raw_seq}"
+            used += 1
+        elif "seq" in d:
+            used += 1
+        if "machine_id" in d:
+            mid = d["machine_id"]
+            if mid is not None and mid != machine:  # the models word the mismatch (or the bad id)
+                return None
+            used += 1
+        src = self.source_id
+        if kind == "telemetry":
+            metric = get("metric")
+            value = get("value")
+            unit = get("unit", "")
+            if type(metric) is not str or (metric not in self._metrics_ok and not self._metric_ok(metric)):
+                return None
+            tv = type(value)
+            if tv is float:
+                if not math.isfinite(value):
+                    return None
+            elif tv is int and -_MAX_EXACT < value < _MAX_EXACT:
+                value = float(value)
+            else:
+                return None
+            if type(unit) is not str or len(unit) > 32:
+                return None
+            used += 2 + ("unit" in d)
+            if used != len(d):
+                return None
+            return TelemetrySample(machine, ts, metric, value, src, unit=unit, seq=seq)
+        if kind == "state":
+            raw_state = get("state")
+            reason = get("reason_code")
+            fault = get("fault_code")
+            if type(raw_state) is not str or not 0 < len(raw_state) <= 32:
+                return None
+            state = _STATE_OK.get(raw_state)
+            if state is None:
+                try:
+                    state = parse_state(raw_state)
+                except ValueError:
+                    return None
+            if not (reason is None or (type(reason) is str and 0 < len(reason) <= 64)):
+                return None
+            if not (fault is None or (type(fault) is str and 0 < len(fault) <= 64)):
+                return None
+            used += 1 + ("reason_code" in d) + ("fault_code" in d)
+            if used != len(d):
+                return None
+            return StateChange(machine, ts, state, src, reason_code=reason, fault_code=fault, seq=seq)
+        product = get("product")
+        if not (product is None or (type(product) is str and 0 < len(product) <= 64)):
+            return None
+        if kind == "count":
+            total = get("total")
+            reject = get("reject", 0)
+            if type(total) is not int or type(reject) is not int or not 0 <= reject <= total <= 1_000_000:
+                return None
+            used += 1 + ("reject" in d) + ("product" in d)
+            if used != len(d):
+                return None
+            return ProductionCount(machine, ts, total, reject, src, product=product, seq=seq)
+        if kind == "counter":
+            processed = get("processed")
+            defective = get("defective", 0)
+            if (type(processed) is not int or type(defective) is not int
+                    or not 0 <= processed <= _MAX_I64 or not 0 <= defective <= _MAX_I64):
+                return None
+            used += 1 + ("defective" in d) + ("product" in d)
+            if used != len(d):
+                return None
+            return _CounterReading(ts, processed, defective, product, seq)
+        return None
+
+    def _metric_ok(self, metric: str) -> bool:
+        if not 0 < len(metric) <= 128 or _METRIC_RE.fullmatch(metric) is None:
+            return False
+        if len(self._metrics_ok) < 10_000:
+            self._metrics_ok.add(metric)
+        return True
+
+    def _fast_items(self, machine: str, fast: list[_Fast], in_batch: bool, topic_name: str,
+                    payload: bytes) -> list[Item]:
+        """As _to_items, for what _fast returned."""
+        out: list[Item] = []
+        for index, item in enumerate(fast):
+            if type(item) is not _CounterReading:
+                out.append(item)  # type: ignore[arg-type]
+                continue
+            src = self.source_id
+            try:
+                delta = self.counters.update(src, machine, item.ts, item.processed, item.defective, item.product)
+            except ValueError as exc:
+                out.append(self._reject(f"{f'events[{index}]' if in_batch else 'counter'}: {exc}", topic_name,
+                                        None if in_batch else payload))
+                continue
+            if delta is None:
+                continue
+            if item.seq is not None:
+                delta.key = sequence_key(src, item.seq, "c")
+                delta.seq = item.seq
+            out.append(delta)
+        return out
 
     def decode_event(self, raw: Any, where: str = "") -> Item | None:
         """One event object that names its own machine (``machine_id``), as HTTP ingest receives them.
@@ -362,6 +563,16 @@ class JsonDecoder:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+_JSON = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _loads(payload: bytes | str) -> Any:
+    """``json.loads(payload, parse_constant=_reject_constant)`` without a new JSONDecoder per call."""
+    if isinstance(payload, str):
+        return json.loads(payload, parse_constant=_reject_constant)
+    return _JSON.decode(payload.decode(json.detect_encoding(payload), "surrogatepass"))
 
 
 def _clip(raw: Any) -> str:

@@ -3,7 +3,9 @@ disk when the database is away, keeps rejected input as dead letters, and export
 
 Durability contract with sources (collector/base.py): a source's iterator is resumed only after its
 batch is in the database or fsync'ed in the spool, so whatever a source acknowledged upstream survives a
-SIGKILL. Order is kept: while older batches wait in the spool, new ones queue behind them.
+SIGKILL. Sources that yield a ``Batch`` are pipelined instead: the next batch is decoded while this one is
+written, and each batch's acknowledgement is called only once it is durable. Order is kept: while older
+batches wait in the spool, new ones queue behind them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,7 @@ from andon.plant import PlantModel, load_plant_model
 from andon.settings import get_settings
 from andon.storage import db, queries
 from andon.storage.writer import EventWriter
-from collector.base import Rejection, Source
+from collector.base import Batch, Rejection, Source
 from collector.spool import Spool, SpoolFull
 
 log = logging.getLogger(__name__)
@@ -189,12 +192,81 @@ class Delivery:
 
 
 async def run_source(source: Source, delivery: Delivery) -> None:
-    async for batch in source.events():
-        events = [x for x in batch if not isinstance(x, Rejection)]
-        rejections = [x for x in batch if isinstance(x, Rejection)]
-        for ev in events:
-            EVENTS_IN.labels(source.source_id, ev.kind).inc()
-        await asyncio.to_thread(delivery.deliver, events, rejections)
+    """Deliver a source's batches in order, one write at a time.
+
+    A ``Batch`` (collector/base.py) is pipelined: once the writer has taken it, the source is resumed
+    and decodes the next batch while this one is written; that next batch waits until the write is done
+    (meanwhile the source's input piles up, so batches grow when the stream is fast: fewer, bigger
+    transactions). Each batch's acknowledgement is called, in order, once it is durable. A plain list is
+    the original contract: the source is resumed only once it is durable."""
+    per_kind: dict[str, Any] = {}  # labelled Prometheus children, looked up once per kind
+    waiting = _Waiting()
+    writer: asyncio.Task[None] | None = None
+    try:
+        async for batch in source.events():
+            kinds: dict[str, int] = {}
+            for x in batch:
+                if isinstance(x, Rejection):
+                    waiting.rejections.append(x)
+                else:
+                    waiting.events.append(x)
+                    kinds[x.kind] = kinds.get(x.kind, 0) + 1
+            for kind, n in kinds.items():
+                child = per_kind.get(kind)
+                if child is None:
+                    child = per_kind[kind] = EVENTS_IN.labels(source.source_id, kind)
+                child.inc(n)
+            pipelined = isinstance(batch, Batch)
+            if pipelined:
+                waiting.acks.append(batch.defer())
+            waiting.taken.clear()
+            if writer is not None and writer.done():
+                task, writer = writer, None
+                task.result()  # an unexpected error ends the source, as before
+            if writer is None:
+                writer = asyncio.create_task(_write_loop(delivery, waiting))
+            if pipelined:
+                await waiting.taken.wait()  # being written: decode the next batch meanwhile
+                if writer.done():
+                    task, writer = writer, None
+                    task.result()
+            else:
+                task, writer = writer, None
+                await task  # resumed only once durable
+        if writer is not None:
+            task, writer = writer, None
+            await task
+    finally:
+        if writer is not None and not writer.done():
+            # Stopping: a write under way finishes in its thread; its acknowledgements are not sent (the
+            # broker redelivers, the keys make the copy a no-op).
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+
+
+@dataclass
+class _Waiting:
+    """The batch yielded but not yet taken by the writer."""
+
+    events: list[Event] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    acks: list[Callable[[], None]] = field(default_factory=list)
+    taken: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def _write_loop(delivery: Delivery, waiting: _Waiting) -> None:
+    """Write what is waiting, then what arrived meanwhile, until nothing is left."""
+    try:
+        while waiting.events or waiting.rejections or waiting.acks:
+            events, rejections, acks = waiting.events, waiting.rejections, waiting.acks
+            waiting.events, waiting.rejections, waiting.acks = [], [], []
+            waiting.taken.set()
+            if events or rejections:
+                await asyncio.to_thread(delivery.deliver, events, rejections)
+            for ack in acks:
+                ack()
+    finally:
+        waiting.taken.set()  # whatever happened, the source's consumer is not left waiting
 
 
 async def run(sources: list[Source], delivery: Delivery, stop_event: asyncio.Event | None = None) -> None:

@@ -474,3 +474,41 @@ async def test_check_reports_topics_and_machines() -> None:
     assert f"andon/v1/{machine}/telemetry" in report.extra["topics"]
     bad = await MqttSource(MqttSourceConfig(source_id="x", port=1, check_window_s=0.2)).check()
     assert not bad.ok
+
+
+def test_deferred_acknowledgements_go_out_in_order_and_only_on_their_connection() -> None:
+    """The runtime acknowledges pipelined batches once durable (Batch.defer): PUBACKs still leave in the
+    order the messages were taken, once each, and never for a connection that has since been replaced."""
+    from collector.mqtt import _Received
+
+    source = MqttSource(MqttSourceConfig(source_id="t"))
+
+    class FakeClient:
+        def __init__(self) -> None:
+            self.acked: list[int] = []
+
+        def ack(self, mid: int, qos: int) -> None:
+            self.acked.append(mid)
+
+    client = FakeClient()
+    source._client = client  # type: ignore[assignment]
+    source._generation = 2
+    now = dt.datetime.now(dt.UTC)
+
+    def rec(mid: int, generation: int = 2, qos: int = 1) -> _Received:
+        return _Received(generation, mid, qos, "andon/v1/M1/state", b"{}", now)
+
+    first = source._ack_once_durable(client, [rec(1), rec(2), rec(9, qos=0)])  # type: ignore[arg-type]
+    second = source._ack_once_durable(client, [rec(3), rec(4, generation=1)])  # type: ignore[arg-type]
+    empty = source._ack_once_durable(client, [])  # type: ignore[arg-type]
+    second()
+    assert client.acked == []  # durable, but behind a batch that is not yet
+    first()
+    assert client.acked == [1, 2, 3] and source.acks_skipped == 1  # mid 4 came on an earlier connection
+    first()
+    empty()
+    assert client.acked == [1, 2, 3] and source.acks_sent == 3
+    late = source._ack_once_durable(client, [rec(5)])  # type: ignore[arg-type]
+    source._client = None  # the source shut down before the write finished: the broker redelivers
+    late()
+    assert client.acked == [1, 2, 3]

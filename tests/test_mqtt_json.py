@@ -152,3 +152,118 @@ def test_fuzzed_topics_and_payloads_never_raise(topic: str, payload: bytes) -> N
         assert isinstance(item, Rejection | StateChange | ProductionCount | TelemetrySample)
         if isinstance(item, Rejection):
             assert item.reason and "internal error" not in item.reason, item.reason
+
+
+def _slow_decoder() -> JsonDecoder:
+    """A decoder that always goes through the pydantic models (the fast path switched off)."""
+    decoder = JsonDecoder("j", known_machines=["M1", "M-2.x"])
+    decoder._fast = lambda *_a: None  # type: ignore[method-assign]
+    decoder._fast_batch = lambda *_a: None  # type: ignore[method-assign]
+    return decoder
+
+
+def _same_items(fast: list[Any], slow: list[Any]) -> None:
+    assert len(fast) == len(slow)
+    for a, b in zip(fast, slow, strict=True):
+        assert type(a) is type(b)
+        if isinstance(a, Rejection):
+            assert (a.reason, a.payload, a.topic) == (b.reason, b.payload, b.topic)
+        else:
+            assert a == b  # every field, the key included
+            assert a.ts.utcoffset() == b.ts.utcoffset() and a.ts.isoformat() == b.ts.isoformat()
+            assert type(getattr(a, "value", 0.0)) is type(getattr(b, "value", 0.0))
+
+
+_ABSENT = object()
+
+
+def _mostly(valid: st.SearchStrategy[Any], invalid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Valid seven times in eight: most generated objects are valid, the rest have one or two faults."""
+    return st.integers(0, 7).flatmap(lambda n: invalid if n == 0 else valid)
+
+
+def _optional(valid: st.SearchStrategy[Any], invalid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return _mostly(st.one_of(st.just(_ABSENT), valid), invalid)
+
+
+_near_valid = st.fixed_dictionaries(
+    {"ts": _mostly(st.one_of(st.integers(946_684_800_000, 7_258_118_399_999),
+                             st.sampled_from(["2026-03-02T06:00:00.250Z", "2026-03-02T07:00:00+01:00",
+                                              "2026-03-02 06:00:00.123456-03:30", "2026-03-02T06:00Z"])),
+                   st.one_of(st.integers(946_684_799_000, 7_258_118_400_001), st.booleans(), st.none(),
+                             st.floats(1e12, 2e12), st.sampled_from(["2026-03-02T06:00:00", "1999-12-31T23:59:59Z",
+                                                                     "x", "", "2026-03-02T06:00:00Z" + " " * 30]))),
+        "seq": _optional(st.one_of(st.integers(0, (1 << 63) - 1), st.text(min_size=1, max_size=64), st.none()),
+                       st.one_of(st.integers(-2, 1 << 64), st.text(max_size=66), st.booleans(), st.floats())),
+        "machine_id": _optional(st.sampled_from(["M1", "M-2.x", None]),
+                              st.one_of(st.sampled_from(["M9", "-M1", ""]), st.integers())),
+        "state": _mostly(st.sampled_from(["running", "Fault", "no-data", "changeover", "idle", " Down "]),
+                         st.one_of(st.sampled_from(["bogus", "", "x" * 33]), st.integers(), st.none())),
+        "reason_code": _optional(st.one_of(st.text(min_size=1, max_size=64), st.none()),
+                               st.one_of(st.sampled_from(["", "r" * 65]), st.integers())),
+        "fault_code": _optional(st.sampled_from(["E101", None]),
+                                st.one_of(st.sampled_from(["", "x" * 65]), st.integers())),
+        "total": _mostly(st.integers(0, 1_000_000), st.one_of(st.sampled_from([-1, 1_000_001]), st.booleans(),
+                                                               st.floats(0, 5), st.none())),
+        "reject": _optional(st.integers(0, 3), st.one_of(st.sampled_from([-1, 1_000_001]), st.booleans(), st.none())),
+        "product": _optional(st.sampled_from(["A", None]), st.one_of(st.sampled_from(["", "p" * 65]), st.integers())),
+        "processed": _mostly(st.integers(0, (1 << 63) - 1), st.one_of(st.sampled_from([-1, 1 << 63]), st.booleans(),
+                                                                       st.floats(0, 5))),
+        "defective": _optional(st.integers(0, 5), st.one_of(st.sampled_from([-1, 1 << 63]), st.none())),
+        "metric": _mostly(st.sampled_from(["temp", "a/b:c.d-e_f", "m" * 128]),
+                          st.one_of(st.sampled_from(["bad metric", "", "m" * 129, "temp\n", "é"]), st.integers(),
+                                    st.none())),
+        "value": _mostly(st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(1 << 60), 1 << 60)),
+                         st.one_of(st.integers(-(1 << 70), 1 << 70), st.booleans(), st.text(max_size=2), st.none(),
+                                   st.just(1e308 * 10))),
+        "unit": _optional(st.sampled_from(["", "mm/s", "u" * 32]),
+                          st.one_of(st.just("u" * 33), st.none(), st.integers())),
+    },
+)
+_kinds = st.sampled_from(["state", "count", "counter", "telemetry"])
+
+
+def _shaped(kind: str, fields: dict[str, Any], extra: bool) -> dict[str, Any]:
+    """Keep the fields of ``kind`` (plus, now and then, a stray one) so most objects are near-valid."""
+    own = {"state": {"state", "reason_code", "fault_code"}, "count": {"total", "reject", "product"},
+           "counter": {"processed", "defective", "product"}, "telemetry": {"metric", "value", "unit"}}[kind]
+    out = {k: v for k, v in fields.items() if k in own | {"ts", "seq", "machine_id"} and v is not _ABSENT}
+    return out | {"extra": 1} if extra else out
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.tuples(_kinds, _near_valid, st.integers(0, 15).map(lambda n: n == 0), st.booleans()),
+                min_size=1, max_size=6),
+       st.sampled_from(["M1", "M-2.x"]), st.booleans())
+def test_fast_path_matches_the_models(objs: list[tuple[str, dict[str, Any], bool, bool]], machine: str,
+                                      as_batch: bool) -> None:
+    """Whatever the hand-written fast path accepts, it turns into exactly what the models give, and the
+    rest falls back to them: same events (keys included), same rejections, same counter state."""
+    fast, slow = JsonDecoder("j", known_machines=["M1", "M-2.x"]), _slow_decoder()
+    messages: list[tuple[str, bytes]] = []
+    if as_batch:
+        events = [{**_shaped(k, f, x), **({"kind": k} if not kindless else {})} for k, f, x, kindless in objs]
+        messages.append((f"andon/v1/{machine}/batch", json.dumps({"events": events}).encode()))
+    else:
+        for k, f, x, with_kind in objs:
+            body = _shaped(k, f, x) | ({"kind": k} if with_kind else {})
+            messages.append((f"andon/v1/{machine}/{k}", json.dumps(body).encode()))
+    for topic, payload in messages * 2:  # twice: the second counter readings are deltas
+        _same_items(fast.decode(topic, payload), slow.decode(topic, payload))
+    assert fast.counters.baselines() == slow.counters.baselines()
+
+
+def test_fast_path_takes_the_common_shapes() -> None:
+    decoder = JsonDecoder("j", known_machines=["M1"])
+    decoder._to_items = None  # type: ignore[assignment,method-assign]  # the model path would fail
+    batch = {"events": [
+        {"kind": "state", "ts": 1772431200000, "state": "running", "seq": 1},
+        {"kind": "count", "ts": "2026-03-02T06:00:00Z", "total": 2, "reject": 1, "seq": "a"},
+        {"kind": "telemetry", "ts": 1772431200001, "metric": "temp", "value": 41, "unit": "degC"},
+        {"kind": "counter", "ts": 1772431200002, "processed": 10},
+    ]}
+    items = decoder.decode("andon/v1/M1/batch", json.dumps(batch).encode())
+    assert [type(i) for i in items] == [StateChange, ProductionCount, TelemetrySample]
+    assert items[2].value == 41.0 and isinstance(items[2].value, float)
+    single = decoder.decode("andon/v1/M1/state", b'{"ts": 1772431200000, "state": "fault", "seq": 7}')
+    assert [i.state for i in single] == [MachineState.UNPLANNED_STOP]

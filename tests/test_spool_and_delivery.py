@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import threading
 import time
@@ -13,8 +14,8 @@ import pytest
 from andon.events import MachineState, ProductionCount, StateChange, TelemetrySample
 from andon.storage import db, plant_sync
 from andon.storage.writer import EventWriter
-from collector.base import Rejection
-from collector.runtime import Delivery
+from collector.base import Batch, Rejection, Source
+from collector.runtime import Delivery, run_source
 from collector.spool import Spool, SpoolFull
 from tests.pgcluster import TempCluster
 
@@ -106,3 +107,114 @@ def test_database_stopped_mid_stream_loses_and_doubles_nothing(tmp_path, demo_pl
         pool.close()
     finally:
         cluster.destroy()
+
+
+# --- the runtime's pipelining (collector.base.Batch) ------------------------------------------------------
+
+
+class _SlowDelivery:
+    """Stands in for Delivery: each deliver() blocks until the test lets it finish."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self.release: list[threading.Event] = []
+
+    def deliver(self, events: list, rejections: list) -> None:
+        gate = threading.Event()
+        self.release.append(gate)
+        seqs = ",".join(str(e.seq) for e in events)
+        self.log.append(f"write {seqs}")
+        assert gate.wait(10)
+        self.log.append(f"durable {seqs}")
+
+
+def _state(seq: int) -> StateChange:
+    return StateChange("M1", dt.datetime(2026, 1, 1, tzinfo=dt.UTC), MachineState.RUNNING, "t", seq=seq)
+
+
+async def test_runtime_pipelines_batches_and_acknowledges_only_once_durable() -> None:
+    delivery = _SlowDelivery()
+
+    class Pipelined(Source):
+        source_id = "t"
+
+        async def events(self):  # type: ignore[override]
+            for seq in (1, 2, 3):
+                if seq > 1:
+                    await asyncio.sleep(0.05)  # the first write starts meanwhile
+                delivery.log.append(f"decoded {seq}")
+                batch = Batch([_state(seq)], lambda seq=seq: delivery.log.append(f"ack {seq}"))
+                yield batch
+                if not batch.deferred:  # pragma: no cover - the runtime defers
+                    delivery.log.append(f"ack {seq}")
+            yield [_state(4)]  # a plain list: resumed only once durable
+            delivery.log.append("resumed after 4")
+            yield [_state(5)]
+
+        async def check(self):  # type: ignore[override]
+            raise NotImplementedError
+
+    task = asyncio.create_task(run_source(Pipelined(), delivery))  # type: ignore[arg-type]
+
+    async def until(entry: str) -> None:
+        for _ in range(500):
+            if entry in delivery.log:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{entry!r} never came: {delivery.log}")
+
+    await until("write 1")
+    await until("decoded 2")  # the next batch is decoded while batch 1 is being written
+    await asyncio.sleep(0.15)
+    assert "decoded 3" not in delivery.log  # ... and waits: the source's input piles up meanwhile
+    assert not any(e.startswith("ack") for e in delivery.log)  # nothing acknowledged before durable
+    for n, seqs in enumerate(["1", "2", "3", "4", "5"]):
+        await until(f"write {seqs}")
+        await asyncio.sleep(0.05)
+        assert sum(e.startswith("write") for e in delivery.log) == n + 1  # one write at a time
+        if seqs == "4":
+            assert "resumed after 4" not in delivery.log  # a plain list: resumed only once durable
+        delivery.release[n].set()
+    await asyncio.wait_for(task, 5)
+    log = delivery.log
+    for n in (1, 2, 3):  # acknowledged once durable, in order
+        assert log.index(f"durable {n}") < log.index(f"ack {n}") < log.index(f"durable {n + 1}")
+    assert log.index("decoded 3") > log.index("durable 1")
+    assert log.index("durable 4") < log.index("resumed after 4")
+
+
+def test_batch_acknowledged_by_the_source_unless_deferred() -> None:
+    acks: list[int] = []
+    plain = Batch([_state(1)], lambda: acks.append(1))
+    assert not plain.deferred and plain == [_state(1)]
+    deferred = Batch([_state(2)], lambda: acks.append(2))
+    ack = deferred.defer()
+    assert deferred.deferred and acks == []
+    ack()
+    assert acks == [2]
+    Batch([]).defer()()  # no acknowledgement attached: a no-op
+
+
+async def test_runtime_write_error_ends_the_source_and_acknowledges_nothing() -> None:
+    acks: list[int] = []
+
+    class Failing:
+        def deliver(self, events: list, rejections: list) -> None:
+            time.sleep(0.1)
+            raise RuntimeError("disk on fire")
+
+    class Endless(Source):
+        source_id = "t"
+
+        async def events(self):  # type: ignore[override]
+            seq = 0
+            while True:
+                seq += 1
+                yield Batch([_state(seq)], lambda seq=seq: acks.append(seq))
+
+        async def check(self):  # type: ignore[override]
+            raise NotImplementedError
+
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        await asyncio.wait_for(run_source(Endless(), Failing()), 5)  # type: ignore[arg-type]
+    assert acks == []
