@@ -144,9 +144,9 @@ def test_pareto_of_empty_and_zero_time() -> None:
 
 
 def test_scheduled_seconds_from_periods() -> None:
-    from tests.reference_periods import periods_from_events
     from andon.calendar import expand
     from andon.plant import Break, Calendar, Shift
+    from tests.reference_periods import periods_from_events
 
     cal = Calendar(
         shifts=[
