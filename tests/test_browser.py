@@ -142,6 +142,7 @@ def test_tile_turns_red_when_the_machine_stops(plant: Plant, browser):
     page.goto(f"{plant.base}/board#key={_key(plant.db_url, 'viewer')}")
     tile = "#tile-L1-M3"
     page.wait_for_selector(f'{tile}[data-state="running"]', timeout=30_000)
+    page.wait_for_timeout(600)  # past the colour transition
     running_colour = _rgb(page, tile)
     page.screenshot(path=str(SHOTS / "board-running.png"))
     # The simulated PLC aborts with stop reason 301 (a tool break in L1-M3's fault map, "3*").
@@ -149,6 +150,11 @@ def test_tile_turns_red_when_the_machine_stops(plant: Plant, browser):
     page.wait_for_selector(f'{tile}[data-state="unplanned_stop"]', timeout=30_000)
     page.wait_for_function(
         "() => document.querySelector('#tile-L1-M3 .reason').textContent.includes('Tool break')", timeout=10_000)
+    # The tile fades to its new colour (a CSS transition): wait for the end of it.
+    page.wait_for_function(
+        "() => { const c = getComputedStyle(document.querySelector('#tile-L1-M3')).backgroundColor;"
+        " const [r, g, b] = c.match(/\\d+/g).map(Number); return r > 150 && g < 90 && b < 90; }",
+        timeout=10_000)
     down_colour = _rgb(page, tile)
     page.screenshot(path=str(SHOTS / "board-machine-down.png"))
     assert down_colour != running_colour
