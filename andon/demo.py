@@ -27,11 +27,14 @@ import threading
 import time
 from pathlib import Path
 
+from psycopg.conninfo import make_conninfo
+
 from andon.settings import get_settings
 from andon.storage import db, keys
 
 log = logging.getLogger("andon.demo")
 HISTORY_DAYS = 30
+DEMO_DATABASE = "andon_demo"
 TELEMETRY_HISTORY_DAYS = 3
 
 
@@ -118,14 +121,22 @@ def _load_history(url: str, history_dir: Path) -> None:
 def main(args: argparse.Namespace) -> int:
     from andon.cli import main as andon_main
 
-    settings = get_settings()
-    port = args.port or settings.api_port
-    busy = [f"{name} port {p}" for name, h, p in (("API", settings.api_host, port), ("OPC UA", "127.0.0.1", 4840))
-            if _port_busy(h, p)]
+    base_settings = get_settings()
+    port = args.port or base_settings.api_port
+    busy = [f"{name} port {p}" for name, h, p in (("API", base_settings.api_host, port),
+                                                  ("OPC UA", "127.0.0.1", 4840)) if _port_busy(h, p)]
     if busy:
         print(f"andon demo: {', '.join(busy)} already in use (another demo running?); stop it first",
               file=sys.stderr)
         return 1
+    # The demo gets a database of its own, made anew on every run: its history is simulated from "now",
+    # so a second run's history would interleave with the first one's in a kept database.
+    demo_url = make_conninfo(base_settings.database_url, dbname=DEMO_DATABASE)
+    with db.connect(make_conninfo(base_settings.database_url, dbname="postgres"), autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{DEMO_DATABASE}" with (force)')
+    os.environ["ANDON_DATABASE_URL"] = demo_url
+    get_settings.cache_clear()
+    settings = get_settings()
     if andon_main(["db", "upgrade"]) != 0:
         return 1
     stamp = time.strftime("%Y-%m-%d %H:%M")
@@ -157,6 +168,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"  live board:     {base}/board#key={board_key}")
         print(f"  downtime:       {base}/downtime     JIT readiness: {base}/jit     risk: {base}/risk")
         print(f"  API docs:       {base}/docs")
+        print(f"  database:       {DEMO_DATABASE} (made anew for each demo run)")
         print(f"  viewer key:     {viewer_key}")
         print(f"  maintainer key: {board_key}   (the board link carries it; it may enter downtime reasons)")
         print("Press Ctrl-C to stop.")
