@@ -131,7 +131,3 @@ def expand(calendar: Calendar, tz: ZoneInfo | str, start: dt.datetime, end: dt.d
             out.append(seg)
     return out
 
-
-def boundaries(calendar: Calendar, tz: ZoneInfo | str, start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
-    """Every calendar boundary strictly inside (start, end): where rollup periods must be cut."""
-    return [s.start for s in expand(calendar, tz, start, end)[1:]]

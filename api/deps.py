@@ -12,7 +12,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import ConnectionPool
 
-from andon.storage import keys
+from andon.storage import keys, plant_sync
 from andon.storage.rollups import PlantContext, load_context
 
 # Role ladder for people; gateways only ingest.
@@ -45,7 +45,7 @@ class AppState:
         now = time.monotonic()
         if self._ctx is not None and now - self._ctx_checked < 2.0:
             return self._ctx
-        version = conn.execute("select max(version) from plant_model_versions").fetchone()[0]
+        version = plant_sync.latest_version(conn)
         with self._lock:
             if self._ctx is None or version != self._ctx_version:
                 self._ctx = load_context(conn)

@@ -162,12 +162,8 @@ class Delivery:
             for r in rejections
         ]
         try:
-            with self.pool.connection() as conn, conn.cursor() as cur:
-                cur.executemany(
-                    "insert into dead_letters (received_at, source_id, topic, reason, payload) "
-                    "values (%s, %s, %s, %s, %s)",
-                    rows,
-                )
+            with self.pool.connection() as conn:
+                queries.dead_letters(conn, rows)
         except DB_ERRORS:
             for r in rejections:
                 log.warning("dead letter (database away) from %s: %s", r.source_id, r.reason)

@@ -239,6 +239,11 @@ def check_schema(conn: psycopg.Connection) -> None:
                             "run `andon db upgrade`")
 
 
+def ping(conn: psycopg.Connection) -> None:
+    """Raises unless the database answers and has Andon's schema (readiness probes)."""
+    conn.execute("select 1 from schema_migrations limit 1")
+
+
 def make_pool(url: str, min_size: int = 1, max_size: int = 8, **kwargs: Any) -> ConnectionPool:
     # check_connection: a connection broken by a server restart is replaced on checkout, not handed out.
     kwargs.setdefault("check", ConnectionPool.check_connection)

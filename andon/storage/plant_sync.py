@@ -113,6 +113,18 @@ def current_plant_model(conn: psycopg.Connection) -> PlantModel | None:
     return PlantModel.model_validate(row[0]) if row else None
 
 
+def plant_versions(conn: psycopg.Connection, limit: int = 100) -> list[dict]:
+    rows = conn.execute(
+        "select version, loaded_at, source, sha256 from plant_model_versions order by version desc limit %s",
+        (limit,),
+    ).fetchall()
+    return [{"version": v, "loaded_at": t, "source": s, "sha256": h} for v, t, s, h in rows]
+
+
+def latest_version(conn: psycopg.Connection) -> int | None:
+    return conn.execute("select max(version) from plant_model_versions").fetchone()[0]
+
+
 def machine_refs(conn: psycopg.Connection, include_retired: bool = False) -> dict[str, MachineRef]:
     rows = conn.execute(
         "select num, id, line_id, ideal_cycle_s, products from machines"

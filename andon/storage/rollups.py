@@ -296,9 +296,12 @@ def refresh(conn: psycopg.Connection, ctx: PlantContext | None = None, now: dt.d
             ).fetchall()
             dirty_from = min((r[0] for r in claimed), default=None)
             stats.machines += 1
+            first = _first_event(conn, num)
+            if first is None:
+                continue
             # Stops first: the rollups classify stop seconds by the stops' reasons and durations.
             if dirty_from is not None:
-                stats.stops_written += _refresh_downtime(conn, m, dirty_from, last_seen)
+                stats.stops_written += _refresh_downtime(conn, m, first, dirty_from, last_seen)
                 # A stop whose end arrived now may change class (small -> breakdown) back to its start.
                 stop_start = conn.execute(
                     "select min(start_ts) from downtime where machine = %s and start_ts <= %s "
@@ -307,7 +310,7 @@ def refresh(conn: psycopg.Connection, ctx: PlantContext | None = None, now: dt.d
                 ).fetchone()[0]
                 if stop_start is not None and stop_start < dirty_from:
                     dirty_from = stop_start
-            stats.periods_written += _refresh_rollups(conn, m, covered_to, last_seen, dirty_from, now)
+            stats.periods_written += _refresh_rollups(conn, m, first, covered_to, last_seen, dirty_from, now)
     return stats
 
 
@@ -317,11 +320,9 @@ def _first_event(conn: psycopg.Connection, num: int) -> dt.datetime | None:
     return min((t for t in (a, b) if t is not None), default=None)
 
 
-def _refresh_rollups(conn: psycopg.Connection, m: MachineContext, covered_to: dt.datetime | None,
-                     last_seen: dt.datetime, dirty_from: dt.datetime | None, now: dt.datetime) -> int:
-    first = _first_event(conn, m.num)
-    if first is None:
-        return 0
+def _refresh_rollups(conn: psycopg.Connection, m: MachineContext, first: dt.datetime,
+                     covered_to: dt.datetime | None, last_seen: dt.datetime, dirty_from: dt.datetime | None,
+                     now: dt.datetime) -> int:
     new_cov = floor_local_hour(min(last_seen, now), m.tz)
     candidates = [t for t in (covered_to, dirty_from) if t is not None]
     # Nothing exists before the first event, so a "from the beginning" mark starts there.
@@ -383,13 +384,10 @@ def refresh_daily(conn: psycopg.Connection, m: MachineContext, start: dt.datetim
     return cur.rowcount
 
 
-def _refresh_downtime(conn: psycopg.Connection, m: MachineContext, dirty_from: dt.datetime,
+def _refresh_downtime(conn: psycopg.Connection, m: MachineContext, first: dt.datetime, dirty_from: dt.datetime,
                       last_seen: dt.datetime) -> int:
     # Re-derive every stop from the start of the latest stop that began at or before the earliest dirty
     # instant: a stop's start is always a state change, so deriving from there is exact.
-    first = _first_event(conn, m.num)
-    if first is None:
-        return 0
     # (A stop part that begins at a manual split point does not begin at a state change: skip those.)
     latest_stop = conn.execute(
         "select max(start_ts) from downtime d where machine = %s and start_ts <= %s and not exists "

@@ -76,12 +76,6 @@ def period_grid(calendar: Calendar, tz: ZoneInfo | str, start: dt.datetime, end:
     return out
 
 
-def period_floor(grid_starts: list[dt.datetime], t: dt.datetime) -> dt.datetime | None:
-    """Start of the grid period that contains t (None if t is before the grid)."""
-    idx = int(np.searchsorted(np.array([g.timestamp() for g in grid_starts]), t.timestamp(), side="right")) - 1
-    return grid_starts[idx] if idx >= 0 else None
-
-
 def _secs(t: dt.datetime, base: dt.datetime) -> float:
     return (t - base).total_seconds()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
+from andon.storage import db
 from api.deps import AppState, app_state
 
 router = APIRouter(tags=["health"])
@@ -20,7 +21,7 @@ def healthz() -> dict[str, str]:
 def readyz(state: AppState = Depends(app_state)) -> JSONResponse:
     try:
         with state.pool.connection(timeout=2) as conn:
-            conn.execute("select 1 from schema_migrations limit 1")
+            db.ping(conn)
         return JSONResponse({"status": "ready"})
     except Exception:  # any failure means not ready; the detail goes to the log, not the probe
         return JSONResponse({"status": "database unavailable"}, status_code=503)

@@ -39,10 +39,7 @@ def put_plant_model(
 
 @router.get("/plant/versions", summary="Plant model versions: when, from where")
 def plant_versions(_: Principal = Depends(viewer), conn: psycopg.Connection = Depends(get_conn)) -> list[dict]:
-    rows = conn.execute(
-        "select version, loaded_at, source, sha256 from plant_model_versions order by version desc limit 100"
-    ).fetchall()
-    return [{"version": v, "loaded_at": t, "source": s, "sha256": h} for v, t, s, h in rows]
+    return plant_sync.plant_versions(conn)
 
 
 @router.get("/lines", summary="Lines with their machines in flow order")
