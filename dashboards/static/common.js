@@ -2,6 +2,18 @@
 // calls with the key in a header, the line selector, and small formatting helpers.
 "use strict";
 
+// The header all pages share: filled in here so the pages carry only their own content.
+(() => {
+  const header = document.querySelector("header[data-page]");
+  const page = header.dataset.page;
+  const link = (href, text) => `<a href="/${href}"${href === page ? ' class="active"' : ""}>${text}</a>`;
+  header.innerHTML = `<h1>ANDON</h1>
+    <nav>${link("board", "Board")}${link("downtime", "Downtime")}${link("jit", "JIT readiness")}${link("risk", "Risk")}</nav>
+    <label>Line <select id="line"></select></label>
+    <span class="spacer"></span>
+    <span id="status" class="status"></span>`;
+})();
+
 const Andon = (() => {
   const fragment = new URLSearchParams(location.hash.slice(1));
   if (fragment.get("key")) {
