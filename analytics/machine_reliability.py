@@ -39,6 +39,7 @@ import pandas as pd
 
 from analytics.intervals import NS_PER_S, timestamp_ns, to_ns
 from analytics.ledger import OeePolicy, classify_stops
+from analytics.running_clock import RunningClock
 from andon.plant import PlantSettings
 
 MtbfDivisor = Literal["failures", "failures_plus_one"]
@@ -156,32 +157,6 @@ def select_failures(
     return classified[chosen].sort_values("start_ts", kind="stable").reset_index(drop=True)
 
 
-class _RunningClock:
-    """Cumulative running time of one machine, readable at any instant."""
-
-    def __init__(self, intervals: pd.DataFrame, lo: int, hi: int) -> None:
-        running = intervals[intervals["state"] == "running"]
-        end_series = running["end"].fillna(pd.Timestamp(hi, tz="UTC")) if len(running) else running["end"]
-        start = np.maximum(to_ns(running["start"]), lo) if len(running) else np.zeros(0, dtype=np.int64)
-        end = np.minimum(to_ns(end_series), hi) if len(running) else np.zeros(0, dtype=np.int64)
-        keep = end > start
-        order = np.argsort(start[keep], kind="stable")
-        self.start = start[keep][order]
-        self.end = end[keep][order]
-        self.cumulative = np.concatenate([[0], np.cumsum(self.end - self.start)])
-
-    def at(self, t: int) -> float:
-        """Running seconds from the window start up to instant t."""
-        k = int(np.searchsorted(self.start, t, side="right"))  # intervals starting at or before t
-        if k == 0:
-            return 0.0
-        partial = max(min(t, int(self.end[k - 1])) - int(self.start[k - 1]), 0)
-        return float(self.cumulative[k - 1] + partial) / NS_PER_S
-
-    def total(self) -> float:
-        return float(self.cumulative[-1]) / NS_PER_S
-
-
 def fit_weibull(failures_s: np.ndarray, censored_s: np.ndarray, confidence: float = 0.95) -> WeibullFit:
     """Two-parameter Weibull fit (MLE) with right-censoring, via the maintained ``reliability`` package.
 
@@ -223,6 +198,15 @@ def fit_weibull(failures_s: np.ndarray, censored_s: np.ndarray, confidence: floa
     )
 
 
+def _machine_running_clock(intervals: pd.DataFrame, lo: int, hi: int) -> RunningClock:
+    """The machine's running time inside [lo, hi) (an open last interval runs to hi)."""
+    running = intervals[intervals["state"] == "running"]
+    if not len(running):
+        return RunningClock(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    end = to_ns(running["end"].fillna(pd.Timestamp(hi, tz="UTC")))
+    return RunningClock(np.maximum(to_ns(running["start"]), lo), np.minimum(end, hi))
+
+
 def machine_reliability(
     machine: str,
     intervals: pd.DataFrame,
@@ -238,11 +222,11 @@ def machine_reliability(
     ``intervals``: raw state intervals (machine, start, end, state); ``stops``: the stops frame.
     """
     lo, hi = timestamp_ns(window_start), timestamp_ns(window_end)
-    clock = _RunningClock(intervals[intervals["machine"] == machine], lo, hi)
+    clock = _machine_running_clock(intervals[intervals["machine"] == machine], lo, hi)
     mine = stops[stops["machine"] == machine] if len(stops) else stops
     failures = select_failures(mine, policy, window_start, window_end, now)
     fe = len(failures)
-    operating = clock.total()
+    operating = clock.total_s
     notes: list[str] = []
     if policy.mtbf_divisor == "failures":
         mtbf = operating / fe if fe else None
@@ -265,10 +249,9 @@ def machine_reliability(
     censored: float | None = None
     if fe:
         ends = np.minimum(to_ns(failures["end_effective"]), hi)
-        for k in range(fe - 1):
-            tbf.append(clock.at(int(starts[k + 1])) - clock.at(int(ends[k])))
+        tbf = [float(x) for x in clock.at(starts[1:]) - clock.at(ends[:-1])]
         if not bool(failures["ongoing"].iloc[-1]) and ends[-1] < hi:
-            censored = clock.total() - clock.at(int(ends[-1]))
+            censored = clock.total_s - clock.at(int(ends[-1]))
     else:
         censored = operating
     weibull = None

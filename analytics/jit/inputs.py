@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from analytics.intervals import NS_PER_S, timestamp_ns, to_ns
+from analytics.running_clock import RunningClock
 
 OPERATING_STATES = ("running", "starved", "blocked", "unplanned_stop")
 
@@ -154,27 +155,7 @@ def _div(x: float | None, d: float) -> float | None:
     return None if x is None else x / d
 
 
-class _RunningClock:
-    """Cumulative running seconds of one machine, readable at many instants at once (vectorized)."""
-
-    def __init__(self, start_ns: np.ndarray, end_ns: np.ndarray) -> None:
-        order = np.argsort(start_ns, kind="stable")
-        self.start = start_ns[order]
-        self.end = end_ns[order]
-        self.cum = np.concatenate([[0], np.cumsum(self.end - self.start)])
-
-    def at(self, t_ns: np.ndarray) -> np.ndarray:
-        k = np.searchsorted(self.start, t_ns, side="right")
-        prev = np.maximum(k - 1, 0)
-        partial = np.clip(t_ns - self.start[prev], 0, (self.end - self.start)[prev]) if self.start.size else 0
-        return np.where(k > 0, self.cum[prev] + partial, 0) / NS_PER_S
-
-    @property
-    def total_s(self) -> float:
-        return float(self.cum[-1]) / NS_PER_S
-
-
-def _merge_across_breaks(start_ns: np.ndarray, end_ns: np.ndarray, busy: _RunningClock
+def _merge_across_breaks(start_ns: np.ndarray, end_ns: np.ndarray, busy: RunningClock
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One stop per repair: pieces of a stop cut by a break or shift end (no running, starved or blocked
     time between them) are one stop whose length is the sum of the pieces (production time only)."""
@@ -191,7 +172,7 @@ def _merge_across_breaks(start_ns: np.ndarray, end_ns: np.ndarray, busy: _Runnin
     return start_ns[first], end_ns[last], np.bincount(group, weights=pieces).astype(np.int64)
 
 
-def _stop_sample(clock: _RunningClock, start_ns: np.ndarray, end_ns: np.ndarray, length_ns: np.ndarray
+def _stop_sample(clock: RunningClock, start_ns: np.ndarray, end_ns: np.ndarray, length_ns: np.ndarray
                  ) -> StopSample:
     order = np.argsort(start_ns, kind="stable")
     start_ns, end_ns = start_ns[order], end_ns[order]
@@ -259,11 +240,11 @@ def measure_machines(
         s, e, state = iv_start[mine], iv_end[mine], iv_state[mine]
         dur = (e - s) / NS_PER_S
         run = state == "running"
-        clock = _RunningClock(s[run], e[run])
+        clock = RunningClock(s[run], e[run])
         operating_s = float(dur[np.isin(state, OPERATING_STATES)].sum())
         sm = (st_machine == mid) & st_ok
         busy = np.isin(state, ("running", "starved", "blocked"))
-        a, b, length = _merge_across_breaks(st_start[sm], st_end[sm], _RunningClock(s[busy], e[busy]))
+        a, b, length = _merge_across_breaks(st_start[sm], st_end[sm], RunningClock(s[busy], e[busy]))
         long_stop = length >= threshold_ns
         breakdowns = _stop_sample(clock, a[long_stop], b[long_stop], length[long_stop])
         micro = _stop_sample(clock, a[~long_stop], b[~long_stop], length[~long_stop])
@@ -290,7 +271,7 @@ def measure_machines(
     return out
 
 
-def _cycle_gaps(ts: np.ndarray, total: np.ndarray, clock: _RunningClock) -> np.ndarray:
+def _cycle_gaps(ts: np.ndarray, total: np.ndarray, clock: RunningClock) -> np.ndarray:
     """Gaps between consecutive single-part completions inside one running spell, in seconds."""
     if ts.size < 2 or clock.start.size == 0:
         return np.zeros(0)
