@@ -269,7 +269,9 @@ def _columns(rows: list[tuple], names: Sequence[str]) -> dict[str, np.ndarray]:
 
 
 def _frame_of(cols: dict[str, np.ndarray], names: Sequence[str], ms: list[rollups.MachineContext]) -> pd.DataFrame:
-    """The frame of numpy columns, machine numbers turned into machine ids."""
+    """The frame of numpy columns, machine numbers turned into machine ids. Text columns stay plain object
+    columns: pandas would otherwise copy every id, kind and shift key into an Arrow string column (a few
+    ms for a year of rows) that the analytics read back as objects anyway."""
     ids = np.empty(max((m.num for m in ms), default=0) + 1, dtype=object)
     ids[[m.num for m in ms]] = [m.id for m in ms]
     data: dict[str, object] = {}
@@ -278,7 +280,9 @@ def _frame_of(cols: dict[str, np.ndarray], names: Sequence[str], ms: list[rollup
         if name in ("period_start", "period_end"):
             data[name] = pd.to_datetime(values.astype("datetime64[us]").view(np.int64), unit="us", utc=True)
         elif name == "machine":
-            data[name] = ids[values.astype(np.int64)]
+            data[name] = pd.Series(ids[values.astype(np.int64)], dtype=object, copy=False)
+        elif name in _TEXT_COLUMNS:
+            data[name] = pd.Series(values, dtype=object, copy=False)
         else:
             data[name] = values
     return pd.DataFrame(data, columns=list(names))

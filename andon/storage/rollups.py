@@ -99,14 +99,28 @@ class RawSlice:
     count_ideal: list[float]
 
 
-_BEFORE = "select ts, state from state_events where machine = %s and ts <= %s order by ts desc limit 1"
+# Each machine's look-backs in one statement (unnest + lateral, in the order given): on a hypertable a
+# statement per machine costs a plan over every chunk each, far more than the look-up itself.
+_BEFORE_MANY = (
+    "select b.ts, b.state from unnest(%s::int[], %s::timestamptz[]) with ordinality i (machine, at, n) "
+    "left join lateral (select ts, state from state_events s where s.machine = i.machine and s.ts <= i.at "
+    "order by s.ts desc, s.key desc limit 1) b on true order by i.n"
+)
 _STATES_MANY = ("select machine, ts, state from state_events where machine = any(%s) and ts > %s and ts < %s "
                 "order by machine, ts, key")
 _COUNTS_MANY = ("select machine, ts, total, reject, product from count_events where machine = any(%s) "
                 "and ts >= %s and ts < %s order by machine, ts")
-_PREV_STOP = ("select ts, state from state_events where machine = %s and ts < %s and state <> %s and ts > %s "
-              "order by ts desc limit 1")
-_RUN_START = "select min(ts) from state_events where machine = %s and ts > %s and ts <= %s and state = %s"
+_PREV_STOP_MANY = (
+    "select p.ts, p.state from unnest(%s::int[], %s::timestamptz[], %s::timestamptz[]) with ordinality "
+    "i (machine, at, since, n) left join lateral (select ts, state from state_events s where s.machine = i.machine "
+    "and s.ts < i.at and s.state <> %s and s.ts > i.since order by s.ts desc, s.key desc limit 1) p on true "
+    "order by i.n"
+)
+_RUN_START_MANY = (
+    "select (select min(ts) from state_events s where s.machine = i.machine and s.ts > i.after and s.ts <= i.at "
+    "and s.state = %s) from unnest(%s::int[], %s::timestamptz[], %s::timestamptz[]) with ordinality "
+    "i (machine, after, at, n) order by i.n"
+)
 
 
 def read_slice(conn: psycopg.Connection, m: MachineContext, start: dt.datetime, end: dt.datetime) -> RawSlice:
@@ -124,7 +138,7 @@ def read_slices(conn: psycopg.Connection, items: list[tuple[MachineContext, dt.d
     for i, (_, a, b) in enumerate(items):
         windows.setdefault((a, b), []).append(i)
     with conn.pipeline():
-        befores = [conn.execute(_BEFORE, (m.num, a)) for m, a, _ in items]
+        befores = conn.execute(_BEFORE_MANY, ([m.num for m, _, _ in items], [a for _, a, _ in items]))
         shared = {w: (conn.execute(_STATES_MANY, ([items[i][0].num for i in idx], *w)),
                       conn.execute(_COUNTS_MANY, ([items[i][0].num for i in idx], *w)))
                   for w, idx in windows.items()}
@@ -136,20 +150,26 @@ def read_slices(conn: psycopg.Connection, items: list[tuple[MachineContext, dt.d
                 states_of.setdefault(num_to_i[r[0]], []).append(r[1:])
             for r in cc.fetchall():
                 counts_of.setdefault(num_to_i[r[0]], []).append(r[1:])
-        got = [(c.fetchone(), states_of.get(i, []), counts_of.get(i, [])) for i, c in enumerate(befores)]
+        got = [(None if before[0] is None else before, states_of.get(i, []), counts_of.get(i, []))
+               for i, before in enumerate(befores.fetchall())]
         # The running interval holding at `start` began at the first running event after the last
         # non-running one; it is a startup if that non-running state was one that starts a window.
-        prev_curs = {
-            i: conn.execute(_PREV_STOP, (m.num, a, timeline.RUNNING, a - dt.timedelta(seconds=m.startup_window_s)))
-            for i, ((m, a, _), (before, _, _)) in enumerate(zip(items, got, strict=True))
-            if before is not None and before[1] == timeline.RUNNING and m.startup_window_s > 0
-        }
-        prevs = {i: c.fetchone() for i, c in prev_curs.items()}
-        run_curs = {
-            i: conn.execute(_RUN_START, (items[i][0].num, prev[0], items[i][1], timeline.RUNNING))
-            for i, prev in prevs.items() if prev is not None and prev[1] in timeline.STARTUP_FROM
-        }
-        run_starts = {i: c.fetchone()[0] for i, c in run_curs.items()}  # type: ignore[index]
+        running = [i for i, ((m, _, _), (before, _, _)) in enumerate(zip(items, got, strict=True))
+                   if before is not None and before[1] == timeline.RUNNING and m.startup_window_s > 0]
+        prevs: dict[int, tuple] = {}
+        if running:
+            found = conn.execute(_PREV_STOP_MANY, (
+                [items[i][0].num for i in running], [items[i][1] for i in running],
+                [items[i][1] - dt.timedelta(seconds=items[i][0].startup_window_s) for i in running],
+                timeline.RUNNING)).fetchall()
+            prevs = {i: prev for i, prev in zip(running, found, strict=True)
+                     if prev[0] is not None and prev[1] in timeline.STARTUP_FROM}
+        run_starts: dict[int, dt.datetime | None] = {}
+        if prevs:
+            found = conn.execute(_RUN_START_MANY, (
+                timeline.RUNNING, [items[i][0].num for i in prevs], [prev[0] for prev in prevs.values()],
+                [items[i][1] for i in prevs])).fetchall()
+            run_starts = {i: row[0] for i, row in zip(prevs, found, strict=True)}
     out = []
     for i, ((m, _, _), (before, states, counts)) in enumerate(zip(items, got, strict=True)):
         out.append(RawSlice(
