@@ -198,35 +198,35 @@ _SUMS = [*SECONDS_COLS, "total_count", "reject_count", "startup_rejects", "ideal
 
 
 def _daily_rows(conn) -> dict:
-    """The stored day grain, keyed by (machine, day, calendar kind, shift)."""
+    """The stored day grain, keyed by (machine, day, calendar kind)."""
     rows = conn.execute(
-        f"select machine, day, calendar_kind, shift_key, period_start, period_end, period_s, {', '.join(_SUMS)} "
+        f"select machine, day, calendar_kind, period_start, period_end, period_s, {', '.join(_SUMS)} "
         "from machine_rollups_daily"
     ).fetchall()
-    return {r[:4]: r[4:] for r in rows}
+    return {r[:3]: r[3:] for r in rows}
 
 
 def _assert_daily_equals_hourly(conn) -> dict:
     """Every stored day row is the sum of that local day's stored periods, and every day with periods has
     its rows: the day grain never drifts from the hourly rollups."""
     expected = conn.execute(
-        f"select machine, (period_start at time zone 'Europe/Berlin')::date, calendar_kind, shift_key, "
+        f"select machine, (period_start at time zone 'Europe/Berlin')::date, calendar_kind, "
         f"min(period_start), max(period_end), sum(extract(epoch from period_end - period_start))::float8, "
-        f"{', '.join(f'sum({c})' for c in _SUMS)} from machine_rollups group by 1, 2, 3, 4"
+        f"{', '.join(f'sum({c})' for c in _SUMS)} from machine_rollups group by 1, 2, 3"
     ).fetchall()
     stored = _daily_rows(conn)
-    assert set(stored) == {r[:4] for r in expected}
+    assert set(stored) == {r[:3] for r in expected}
     for r in expected:
-        got = stored[r[:4]]
-        assert got[:2] == r[4:6], r[:4]
-        assert got[2:] == pytest.approx(r[6:], abs=1e-6), r[:4]
+        got = stored[r[:3]]
+        assert got[:2] == r[3:5], r[:3]
+        assert got[2:] == pytest.approx(r[5:], abs=1e-6), r[:3]
     return stored
 
 
 def _by_local_day(df):
-    """Sums per machine, local day, calendar kind and shift of any grain's rows."""
+    """Sums per machine, local day and calendar kind of any grain's rows."""
     key = df["period_start"].dt.tz_convert("Europe/Berlin").dt.date.rename("day")
-    return df.groupby([df["machine"], key, df["calendar_kind"], df["shift_key"].fillna("")])[_SUMS].sum()
+    return df.groupby([df["machine"], key, df["calendar_kind"]])[_SUMS].sum()
 
 
 def _assert_day_grain_equals_fine(conn, ctx, machine, a, b, now):
@@ -297,6 +297,8 @@ def test_rollups_equal_raw_data_and_any_window_adds_up(fresh_db_url):
             assert coarse["period_s"].sum() == pytest.approx((b - a).total_seconds())
             for c in cols:
                 assert coarse[c].sum() == pytest.approx(odd[c].sum(), abs=1e-6), (grain, c)
+            if grain == "shift":  # (day rows are per calendar kind only: see _assert_daily_equals_hourly)
+                assert coarse.loc[coarse["calendar_kind"] == "production", "shift_key"].notna().all()
         # The rollups' stop classes agree with the analytics core classifying the stop list itself.
         import analytics
         from analytics.ledger import PRECLASSIFIED_COLUMNS

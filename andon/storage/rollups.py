@@ -28,9 +28,12 @@ ROLLUP_COLUMNS = [
     "total_count", "reject_count", "startup_rejects", "ideal_time_s", *STOP_CLASS_COLUMNS,
 ]
 SUM_COLUMNS = ROLLUP_COLUMNS[5:]
-# The stored day grain (machine_rollups_daily): one row per machine, local day, calendar kind and shift,
-# with the sums of that day's periods, its first start, last end and length in seconds.
+# Rows of periods summed per group (queries.periods' day and shift grains): the sums, the group's first
+# start, last end and length in seconds.
 DAILY_COLUMNS = ["machine", "period_start", "period_end", "calendar_kind", "shift_key", *SUM_COLUMNS, "period_s"]
+# The stored day grain (machine_rollups_daily, migrations 0013 and 0014): one such row per machine, local
+# day and calendar kind (no shift).
+STORED_DAILY_COLUMNS = [c for c in DAILY_COLUMNS if c != "shift_key"]
 
 
 @dataclass(frozen=True)
@@ -298,16 +301,20 @@ def refresh(conn: psycopg.Connection, ctx: PlantContext | None = None, now: dt.d
     stats = RefreshStats()
     todo = conn.execute(
         """
-        select s.machine, w.covered_to, s.ts
+        select s.machine, w.covered_to, s.ts, exists (select 1 from rollup_dirty d where d.machine = s.machine)
         from machine_last_seen s left join rollup_watermarks w on w.machine = s.machine
         where exists (select 1 from rollup_dirty d where d.machine = s.machine)
            or w.covered_to is null or w.covered_to < s.ts
         """
     ).fetchall()
     conn.commit()
-    for num, covered_to, last_seen in todo:
+    for num, covered_to, last_seen, dirty in todo:
         m = ctx.machines.get(num)
         if m is None:
+            continue
+        if not dirty and covered_to is not None and floor_local_hour(min(last_seen, now), m.tz) <= covered_to:
+            # Data arrived since the watermark but the hour it is in has not ended: nothing to write yet
+            # (the usual case every few seconds for every live machine; queries compute that hour live).
             continue
         with conn.transaction():
             # Claim the dirty ranges first: ranges marked while we compute stay for the next round.
@@ -391,12 +398,12 @@ def refresh_daily(conn: psycopg.Connection, m: MachineContext, start: dt.datetim
     sums = ", ".join(f"sum({c})" for c in SUM_COLUMNS)
     cur = conn.execute(
         f"""
-        insert into machine_rollups_daily (machine, day, {', '.join(DAILY_COLUMNS[1:])})
+        insert into machine_rollups_daily (machine, day, {', '.join(STORED_DAILY_COLUMNS[1:])})
         select machine, (period_start at time zone %(tz)s)::date, min(period_start), max(period_end),
-               calendar_kind, shift_key, {sums}, sum(extract(epoch from period_end - period_start))::float8
+               calendar_kind, {sums}, sum(extract(epoch from period_end - period_start))::float8
         from machine_rollups
         where machine = %(m)s and period_start >= %(a)s and period_start < %(b)s
-        group by machine, (period_start at time zone %(tz)s)::date, calendar_kind, shift_key
+        group by machine, (period_start at time zone %(tz)s)::date, calendar_kind
         """,
         {"tz": m.tz.key, "m": m.num, "a": local_midnight(first, m.tz),
          "b": local_midnight(last + dt.timedelta(days=1), m.tz)},
