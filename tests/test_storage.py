@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from andon.events import MachineState, ProductionCount, StateChange, TelemetrySample
-from andon.storage import db, queries, rollups
+from andon.storage import db, plant_sync, queries, rollups
 from andon.storage.writer import EventWriter
 from tests.pgcluster import TempCluster
 
@@ -241,6 +241,34 @@ def _assert_day_grain_equals_fine(conn, ctx, machine, a, b, now):
     for c in _SUMS:
         assert y[c].to_numpy() == pytest.approx(x[c].to_numpy(), abs=1e-6), c
     return coarse
+
+
+def test_day_grain_migration_merges_shift_rows(empty_db_url, demo_plant, monkeypatch):
+    """0014 turns day rows per (machine, day, calendar kind, shift) into one per (machine, day, calendar
+    kind) with the same sums: a database holding 0013's rows reads the same after the upgrade."""
+    every = db.load_migrations()
+    monkeypatch.setattr(db, "load_migrations", lambda: [m for m in every if m.version < 14])
+    db.upgrade(empty_db_url, create_db=False)
+    with psycopg.connect(empty_db_url) as conn:
+        plant_sync.sync_plant_model(conn, demo_plant, "file:config/plant.yaml")
+        conn.commit()
+    pool = db.make_pool(empty_db_url)
+    try:
+        EventWriter(pool).write(_random_events("L1-M2", 3, 3.0))
+    finally:
+        pool.close()
+    with psycopg.connect(empty_db_url) as conn:
+        rollups.refresh(conn, now=T0 + dt.timedelta(days=30))
+        # The day rows as 0013 grouped them (per shift too), from its own statement.
+        conn.execute("delete from machine_rollups_daily")
+        conn.execute(next(m for m in every if m.version == 13).text.rsplit(";", 2)[-2])  # type: ignore[arg-type]
+        conn.commit()
+        per_shift = conn.execute("select count(*) from machine_rollups_daily").fetchone()[0]
+    monkeypatch.setattr(db, "load_migrations", lambda: every)
+    assert db.upgrade(empty_db_url, create_db=False) == ["applied 0014_daily_grain_per_calendar_kind"]
+    with psycopg.connect(empty_db_url) as conn:
+        merged = _assert_daily_equals_hourly(conn)
+    assert per_shift > len(merged) > 0
 
 
 def test_rollups_equal_raw_data_and_any_window_adds_up(fresh_db_url):
