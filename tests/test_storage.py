@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
-from andon.events import MachineState, ProductionCount, StateChange, TelemetrySample
+from andon.events import STATE_CODES, MachineState, ProductionCount, StateChange, TelemetrySample
 from andon.storage import db, plant_sync, queries, rollups
 from andon.storage.writer import EventWriter
 from tests.pgcluster import TempCluster
@@ -435,6 +435,36 @@ def test_no_data_after_heartbeat_is_offline(fresh_db_url):
         assert states.set_index("machine").loc["L1-M3", "state"] == "offline"
         live = queries.current_states(conn, ctx, now=T0 + dt.timedelta(seconds=hb / 2))
         assert live.set_index("machine").loc["L1-M3", "state"] == "running"
+
+
+def test_state_before_a_window_found_days_back(fresh_db_url):
+    """The state holding at a window's start comes from the last state change before it, however long ago
+    (the look-back first searches a day, then further): here an idle machine and a setup then a run, with
+    only counts arriving for three days; a slice starting inside the run's startup window knows it."""
+    events: list = [StateChange("L1-M3", at(0), MachineState.SETUP, "t"),
+                    StateChange("L1-M3", at(100), MachineState.RUNNING, "t"),
+                    StateChange("L1-M2", at(0), MachineState.IDLE, "t")]
+    events += [ProductionCount(m, at(600 + 30 * k), 1, 0, "t") for m in ("L1-M3", "L1-M2") for k in range(1, 9000)]
+    pool = db.make_pool(fresh_db_url)
+    try:
+        EventWriter(pool).write(events)
+    finally:
+        pool.close()
+    with psycopg.connect(fresh_db_url) as conn:
+        ctx = rollups.load_context(conn)
+        a = T0 + dt.timedelta(days=3)
+        m2, m3 = ctx.by_id["L1-M2"], ctx.by_id["L1-M3"]
+        in_startup = at(100 + m3.startup_window_s / 2)  # the run after the setup is still a startup here
+        idle, running, starting = rollups.read_slices(conn, [(m2, a, a + dt.timedelta(hours=1)),
+                                                             (m3, a, a + dt.timedelta(hours=1)),
+                                                             (m3, in_startup, a)])
+        assert idle.initial_state == STATE_CODES[MachineState.IDLE]
+        assert running.initial_state == starting.initial_state == STATE_CODES[MachineState.RUNNING]
+        assert running.startup_since is None and starting.startup_since == at(100)
+        day = dt.timedelta(days=1)
+        fine = queries.periods(conn, ctx, ["L1-M2", "L1-M3"], a, a + dt.timedelta(hours=1), now=a + day)
+        by = fine.groupby("machine")[["s_idle", "s_running"]].sum()
+        assert by.loc["L1-M2", "s_idle"] == by.loc["L1-M3", "s_running"] == 3600
 
 
 def test_stop_classes_in_rollups_follow_duration_and_reason(fresh_db_url):

@@ -103,12 +103,17 @@ class RawSlice:
 
 
 # Each machine's look-backs in one statement (unnest + lateral, in the order given): on a hypertable a
-# statement per machine costs a plan over every chunk each, far more than the look-up itself.
+# statement per machine costs a plan over every chunk each, far more than the look-up itself. The bounds
+# common to all rows (the first two parameters) repeat what each row asks for, as constants the planner
+# can use to leave out the chunks outside them.
 _BEFORE_MANY = (
     "select b.ts, b.state from unnest(%s::int[], %s::timestamptz[]) with ordinality i (machine, at, n) "
     "left join lateral (select ts, state from state_events s where s.machine = i.machine and s.ts <= i.at "
-    "order by s.ts desc, s.key desc limit 1) b on true order by i.n"
+    "and s.ts > %s and s.ts <= %s order by s.ts desc, s.key desc limit 1) b on true order by i.n"
 )
+# How far back the first look for the state before a window goes (then, for machines with no event in
+# it, without a bound): a plan over a day's chunks, not the whole history's.
+_BEFORE_FIRST_LOOK = dt.timedelta(days=1)
 _STATES_MANY = ("select machine, ts, state from state_events where machine = any(%s) and ts > %s and ts < %s "
                 "order by machine, ts, key")
 _COUNTS_MANY = ("select machine, ts, total, reject, product from count_events where machine = any(%s) "
@@ -116,14 +121,29 @@ _COUNTS_MANY = ("select machine, ts, total, reject, product from count_events wh
 _PREV_STOP_MANY = (
     "select p.ts, p.state from unnest(%s::int[], %s::timestamptz[], %s::timestamptz[]) with ordinality "
     "i (machine, at, since, n) left join lateral (select ts, state from state_events s where s.machine = i.machine "
-    "and s.ts < i.at and s.state <> %s and s.ts > i.since order by s.ts desc, s.key desc limit 1) p on true "
-    "order by i.n"
+    "and s.ts < i.at and s.state <> %s and s.ts > i.since and s.ts > %s and s.ts < %s "
+    "order by s.ts desc, s.key desc limit 1) p on true order by i.n"
 )
 _RUN_START_MANY = (
     "select (select min(ts) from state_events s where s.machine = i.machine and s.ts > i.after and s.ts <= i.at "
-    "and s.state = %s) from unnest(%s::int[], %s::timestamptz[], %s::timestamptz[]) with ordinality "
-    "i (machine, after, at, n) order by i.n"
+    "and s.state = %s and s.ts > %s and s.ts <= %s) from unnest(%s::int[], %s::timestamptz[], %s::timestamptz[]) "
+    "with ordinality i (machine, after, at, n) order by i.n"
 )
+
+
+def _states_before(conn: psycopg.Connection, nums: list[int], ats: list[dt.datetime]) -> list[tuple | None]:
+    """(ts, state) of each machine's last state event at or before its time (None: there is none)."""
+    if not nums:
+        return []
+    hi = max(ats)
+    found = conn.execute(_BEFORE_MANY, (nums, ats, min(ats) - _BEFORE_FIRST_LOOK, hi)).fetchall()
+    missing = [i for i, row in enumerate(found) if row[0] is None]
+    if missing:
+        earlier = conn.execute(_BEFORE_MANY, ([nums[i] for i in missing], [ats[i] for i in missing],
+                                              dt.datetime.min.replace(tzinfo=UTC), hi)).fetchall()
+        for i, row in zip(missing, earlier, strict=True):
+            found[i] = row
+    return [None if row[0] is None else row for row in found]
 
 
 def read_slice(conn: psycopg.Connection, m: MachineContext, start: dt.datetime, end: dt.datetime) -> RawSlice:
@@ -141,7 +161,6 @@ def read_slices(conn: psycopg.Connection, items: list[tuple[MachineContext, dt.d
     for i, (_, a, b) in enumerate(items):
         windows.setdefault((a, b), []).append(i)
     with conn.pipeline():
-        befores = conn.execute(_BEFORE_MANY, ([m.num for m, _, _ in items], [a for _, a, _ in items]))
         shared = {w: (conn.execute(_STATES_MANY, ([items[i][0].num for i in idx], *w)),
                       conn.execute(_COUNTS_MANY, ([items[i][0].num for i in idx], *w)))
                   for w, idx in windows.items()}
@@ -153,25 +172,25 @@ def read_slices(conn: psycopg.Connection, items: list[tuple[MachineContext, dt.d
                 states_of.setdefault(num_to_i[r[0]], []).append(r[1:])
             for r in cc.fetchall():
                 counts_of.setdefault(num_to_i[r[0]], []).append(r[1:])
-        got = [(None if before[0] is None else before, states_of.get(i, []), counts_of.get(i, []))
-               for i, before in enumerate(befores.fetchall())]
+        befores = _states_before(conn, [m.num for m, _, _ in items], [a for _, a, _ in items])
+        got = [(before, states_of.get(i, []), counts_of.get(i, [])) for i, before in enumerate(befores)]
         # The running interval holding at `start` began at the first running event after the last
         # non-running one; it is a startup if that non-running state was one that starts a window.
         running = [i for i, ((m, _, _), (before, _, _)) in enumerate(zip(items, got, strict=True))
                    if before is not None and before[1] == timeline.RUNNING and m.startup_window_s > 0]
         prevs: dict[int, tuple] = {}
         if running:
-            found = conn.execute(_PREV_STOP_MANY, (
-                [items[i][0].num for i in running], [items[i][1] for i in running],
-                [items[i][1] - dt.timedelta(seconds=items[i][0].startup_window_s) for i in running],
-                timeline.RUNNING)).fetchall()
+            ats = [items[i][1] for i in running]
+            sinces = [items[i][1] - dt.timedelta(seconds=items[i][0].startup_window_s) for i in running]
+            found = conn.execute(_PREV_STOP_MANY, ([items[i][0].num for i in running], ats, sinces,
+                                                   timeline.RUNNING, min(sinces), max(ats))).fetchall()
             prevs = {i: prev for i, prev in zip(running, found, strict=True)
                      if prev[0] is not None and prev[1] in timeline.STARTUP_FROM}
         run_starts: dict[int, dt.datetime | None] = {}
         if prevs:
-            found = conn.execute(_RUN_START_MANY, (
-                timeline.RUNNING, [items[i][0].num for i in prevs], [prev[0] for prev in prevs.values()],
-                [items[i][1] for i in prevs])).fetchall()
+            afters, ats = [prev[0] for prev in prevs.values()], [items[i][1] for i in prevs]
+            found = conn.execute(_RUN_START_MANY, (timeline.RUNNING, min(afters), max(ats),
+                                                   [items[i][0].num for i in prevs], afters, ats)).fetchall()
             run_starts = {i: row[0] for i, row in zip(prevs, found, strict=True)}
     out = []
     for i, ((m, _, _), (before, states, counts)) in enumerate(zip(items, got, strict=True)):
