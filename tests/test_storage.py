@@ -26,6 +26,14 @@ def at(s: float) -> dt.datetime:
     return T0 + dt.timedelta(seconds=s)
 
 
+def _write(url: str, events: list) -> None:
+    pool = db.make_pool(url)
+    try:
+        EventWriter(pool).write(events)
+    finally:
+        pool.close()
+
+
 # --- migrations ------------------------------------------------------------------------------------
 
 
@@ -252,11 +260,7 @@ def test_day_grain_migration_merges_shift_rows(empty_db_url, demo_plant, monkeyp
     with psycopg.connect(empty_db_url) as conn:
         plant_sync.sync_plant_model(conn, demo_plant, "file:config/plant.yaml")
         conn.commit()
-    pool = db.make_pool(empty_db_url)
-    try:
-        EventWriter(pool).write(_random_events("L1-M2", 3, 3.0))
-    finally:
-        pool.close()
+    _write(empty_db_url, _random_events("L1-M2", 3, 3.0))
     with psycopg.connect(empty_db_url) as conn:
         rollups.refresh(conn, now=T0 + dt.timedelta(days=30))
         # The day rows as 0013 grouped them (per shift too), from its own statement.
@@ -273,11 +277,7 @@ def test_day_grain_migration_merges_shift_rows(empty_db_url, demo_plant, monkeyp
 
 def test_rollups_equal_raw_data_and_any_window_adds_up(fresh_db_url):
     events = _random_events("L1-M2", 7, 5.0)
-    pool = db.make_pool(fresh_db_url)
-    try:
-        EventWriter(pool).write(events)
-    finally:
-        pool.close()
+    _write(fresh_db_url, events)
     now = T0 + dt.timedelta(days=30)
     with psycopg.connect(fresh_db_url) as conn:
         ctx = rollups.load_context(conn)
@@ -420,11 +420,7 @@ def test_downtime_from_states_with_manual_reason_kept_on_rederivation(fresh_db_u
 
 
 def test_no_data_after_heartbeat_is_offline(fresh_db_url):
-    pool = db.make_pool(fresh_db_url)
-    try:
-        EventWriter(pool).write([StateChange("L1-M3", at(0), MachineState.RUNNING, "t")])
-    finally:
-        pool.close()
+    _write(fresh_db_url, [StateChange("L1-M3", at(0), MachineState.RUNNING, "t")])
     with psycopg.connect(fresh_db_url) as conn:
         ctx = rollups.load_context(conn)
         hb = ctx.by_id["L1-M3"].heartbeat_s
@@ -445,11 +441,7 @@ def test_state_before_a_window_found_days_back(fresh_db_url):
                     StateChange("L1-M3", at(100), MachineState.RUNNING, "t"),
                     StateChange("L1-M2", at(0), MachineState.IDLE, "t")]
     events += [ProductionCount(m, at(600 + 30 * k), 1, 0, "t") for m in ("L1-M3", "L1-M2") for k in range(1, 9000)]
-    pool = db.make_pool(fresh_db_url)
-    try:
-        EventWriter(pool).write(events)
-    finally:
-        pool.close()
+    _write(fresh_db_url, events)
     with psycopg.connect(fresh_db_url) as conn:
         ctx = rollups.load_context(conn)
         a = T0 + dt.timedelta(days=3)
