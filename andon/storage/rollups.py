@@ -9,8 +9,10 @@ twice, or after a replay, gives the same rows.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 from dataclasses import dataclass, field
+from operator import itemgetter
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -168,10 +170,11 @@ def read_slices(conn: psycopg.Connection, items: list[tuple[MachineContext, dt.d
         counts_of: dict[int, list[tuple]] = {}
         for w, (cs, cc) in shared.items():
             num_to_i = {items[i][0].num: i for i in windows[w]}
-            for r in cs.fetchall():
-                states_of.setdefault(num_to_i[r[0]], []).append(r[1:])
-            for r in cc.fetchall():
-                counts_of.setdefault(num_to_i[r[0]], []).append(r[1:])
+            # Rows come ordered by machine: one run of rows per machine (rows keep the machine in front).
+            for num, rows in itertools.groupby(cs.fetchall(), key=itemgetter(0)):
+                states_of[num_to_i[num]] = list(rows)
+            for num, rows in itertools.groupby(cc.fetchall(), key=itemgetter(0)):
+                counts_of[num_to_i[num]] = list(rows)
         befores = _states_before(conn, [m.num for m, _, _ in items], [a for _, a, _ in items])
         got = [(before, states_of.get(i, []), counts_of.get(i, [])) for i, before in enumerate(befores)]
         # The running interval holding at `start` began at the first running event after the last
@@ -197,12 +200,13 @@ def read_slices(conn: psycopg.Connection, items: list[tuple[MachineContext, dt.d
         out.append(RawSlice(
             initial_state=before[1] if before else None,
             startup_since=run_starts.get(i),
-            state_ts=[r[0] for r in states],
-            state_codes=[r[1] for r in states],
-            count_ts=[r[0] for r in counts],
-            count_total=[r[1] for r in counts],
-            count_reject=[r[2] for r in counts],
-            count_ideal=[r[1] * m.ideal_for(r[3]) for r in counts],
+            state_ts=[r[1] for r in states],
+            state_codes=[r[2] for r in states],
+            count_ts=[r[1] for r in counts],
+            count_total=[r[2] for r in counts],
+            count_reject=[r[3] for r in counts],
+            count_ideal=[r[2] * (m.products.get(r[4], m.ideal_cycle_s) if r[4] else m.ideal_cycle_s)
+                         for r in counts],  # (m.ideal_for, inline: a call per count adds up)
         ))
     return out
 
