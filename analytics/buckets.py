@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pandas as pd
 
 BUCKETS = ("hour", "shift", "day", "week")
@@ -66,26 +67,32 @@ def assign_buckets(frame: pd.DataFrame, bucket: str, tz: str) -> tuple[pd.DataFr
             label = s.astimezone(zone).isoformat(timespec="minutes")
             buckets[key] = Bucket("hour", label, s, s + dt.timedelta(hours=1))
         return out, buckets
-    days = local_naive.dt.normalize()
+    # Local calendar days as numpy days (floor of the local time): one pass, no Timestamp per row; each
+    # bucket's bounds are computed once per distinct day, each local midnight once.
+    local_days = local_naive.to_numpy().astype("datetime64[D]")
+    midnights: dict[dt.date, dt.datetime] = {}
+
+    def midnight(day: dt.date) -> dt.datetime:
+        if day not in midnights:
+            midnights[day] = local_midnight(day, zone)
+        return midnights[day]
+
     if bucket == "day":
-        out["bucket_key"] = days.to_numpy()
-        for key in pd.unique(out["bucket_key"]):
-            day = pd.Timestamp(key).date()
-            buckets[key] = Bucket(
-                "day", day.isoformat(), local_midnight(day, zone), local_midnight(day + dt.timedelta(days=1), zone)
-            )
-        return out, buckets
-    if bucket == "week":
-        mondays = days - pd.to_timedelta(days.dt.day_of_week, unit="D")
-        out["bucket_key"] = mondays.to_numpy()
-        for key in pd.unique(out["bucket_key"]):
-            monday = pd.Timestamp(key).date()
-            iso_year, iso_week, _ = monday.isocalendar()
-            buckets[key] = Bucket(
-                "week",
-                f"{iso_year}-W{iso_week:02d}",
-                local_midnight(monday, zone),
-                local_midnight(monday + dt.timedelta(days=7), zone),
-            )
-        return out, buckets
-    raise ValueError(f"bucket must be one of {BUCKETS}, got {bucket!r}")
+        keys = local_days
+        step = dt.timedelta(days=1)
+    elif bucket == "week":
+        # numpy day 0 (1970-01-01) was a Thursday: Monday-based weekday = (day + 3) mod 7.
+        keys = local_days - (local_days.astype(np.int64) + 3) % 7
+        step = dt.timedelta(days=7)
+    else:
+        raise ValueError(f"bucket must be one of {BUCKETS}, got {bucket!r}")
+    out["bucket_key"] = keys.astype("datetime64[ns]")
+    for key in np.unique(out["bucket_key"].to_numpy()):
+        first = key.astype("datetime64[D]").item()
+        if bucket == "day":
+            label = first.isoformat()
+        else:
+            iso_year, iso_week, _ = first.isocalendar()
+            label = f"{iso_year}-W{iso_week:02d}"
+        buckets[key] = Bucket(bucket, label, midnight(first), midnight(first + step))
+    return out, buckets

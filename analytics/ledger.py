@@ -291,7 +291,7 @@ def build_ledger(
     unscheduled = ~(production | scheduled_planned)
     zero = np.zeros(len(p))
 
-    ledger = pd.DataFrame(index=p.index)
+    ledger: dict[str, np.ndarray] = {}
     ledger["all_time_s"] = all_time
     ledger["running_s"] = running
     ledger["unscheduled_running_s"] = np.where(unscheduled, running, zero)
@@ -322,9 +322,9 @@ def build_ledger(
     ledger["iso_adot_s"] = np.where(production, idle, zero)
     ledger["iso_pdot_s"] = np.where(production, planned_state, np.where(iso_scheduled, calendar_planned_stop_s, zero))
     base = p.drop(columns=[c for c in (*LEDGER_TIME_COLUMNS, *PRECLASSIFIED_COLUMNS, "period_s") if c in p.columns])
-    for name in COUNT_COLUMNS:
-        base[name] = base[name].astype(float)
-    return pd.concat([base, ledger[list(LEDGER_TIME_COLUMNS)]], axis=1)
+    base = base.astype(dict.fromkeys(COUNT_COLUMNS, float))
+    # The ledger columns built as one block (not inserted one by one): group sums then run once over it.
+    return pd.concat([base, pd.DataFrame({c: ledger[c] for c in LEDGER_TIME_COLUMNS}, index=p.index)], axis=1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ import pandas as pd
 
 from analytics.intervals import NS_PER_S, timestamp_ns, to_ns
 from analytics.ledger import LEDGER_COLUMNS, STATES, OeePolicy, OeeTotals, build_ledger
-from analytics.oee import OeeResult, oee_from_totals
+from analytics.oee import OeeResult, oee_from_totals, oee_results
 from andon.plant import Line
 
 UPSTREAM_OF_LINE = "upstream_of_line"
@@ -301,12 +301,13 @@ def line_oee(
     output_starved_total = float(output_starved["seconds"].sum())
 
     contributions = []
-    for position, m in enumerate(line.machines, start=1):
+    machine_results = oee_results([per_machine[m] for m in line.machines])
+    for position, (m, machine_oee) in enumerate(zip(line.machines, machine_results, strict=True), start=1):
         t = per_machine[m]
         if attribution.empty:  # (long windows: no attribution; skip a year of empty-frame lookups)
             contributions.append(MachineContribution(
                 machine=m, position=position, ideal_cycle_s=float(line.ideal_cycle_s[m]),
-                is_bottleneck=m == line.bottleneck, oee=oee_from_totals(t),
+                is_bottleneck=m == line.bottleneck, oee=machine_oee,
                 own_stop_s=t.breakdown_s + t.setup_s + t.small_stop_s, caused_starved_s=0.0, caused_blocked_s=0.0,
                 caused_output_starved_s=0.0, share_of_output_starved=None,
             ))
@@ -319,7 +320,7 @@ def line_oee(
                 position=position,
                 ideal_cycle_s=float(line.ideal_cycle_s[m]),
                 is_bottleneck=m == line.bottleneck,
-                oee=oee_from_totals(t),
+                oee=machine_oee,
                 own_stop_s=t.breakdown_s + t.setup_s + t.small_stop_s,
                 caused_starved_s=float(caused.loc[caused["kind"] == "starved", "seconds"].sum()),
                 caused_blocked_s=float(caused.loc[caused["kind"] == "blocked", "seconds"].sum()),

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from analytics.buckets import BUCKETS, Bucket, assign_buckets
@@ -43,8 +44,9 @@ FLAG_UNSCHEDULED_PRODUCTION = "unscheduled_production"  # ran outside the schedu
 FLAG_COUNTS_WITHOUT_RUN = "counts_without_run_time"  # parts counted but no run time at all
 
 
-def _ratio(numerator: float, denominator: float) -> float | None:
-    return numerator / denominator if denominator > 0 else None
+def _ratios(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator where the denominator is positive; NaN (undefined: None in results) elsewhere."""
+    return np.divide(numerator, denominator, out=np.full(denominator.shape, np.nan), where=denominator > 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +55,6 @@ class WaterfallStep:
     seconds: float
     kind: str  # "level" (time remaining) or "loss" (time lost between two levels)
     details: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "seconds": self.seconds, "kind": self.kind, "details": dict(self.details)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,19 +76,6 @@ class SixBigLosses:
     startup_reject_count: float
     starved_s: float
     blocked_s: float
-
-    def to_dict(self) -> dict[str, float]:
-        return {
-            "breakdowns_s": self.breakdowns_s,
-            "setup_adjustments_s": self.setup_adjustments_s,
-            "small_stops_s": self.small_stops_s,
-            "slow_cycles_s": self.slow_cycles_s,
-            "production_rejects_s": self.production_rejects_s,
-            "startup_rejects_s": self.startup_rejects_s,
-            "production_reject_count": self.production_reject_count,
-            "startup_reject_count": self.startup_reject_count,
-            "line_losses": {"starved_s": self.starved_s, "blocked_s": self.blocked_s},
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,12 +105,11 @@ class IsoView:
     allocation_efficiency: float | None  # AUBT / PBT
     utilization_efficiency: float | None  # APT / AUBT
 
-    def to_dict(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in self.__dataclass_fields__}
-
 
 @dataclass(frozen=True, slots=True)
 class OeeResult:
+    """Every OEE figure of one set of totals (a row of an ``OeeTable``, which also writes its dict)."""
+
     totals: OeeTotals
     planned_production_time_s: float
     run_time_s: float
@@ -145,173 +130,221 @@ class OeeResult:
     six_big_losses: SixBigLosses
     iso22400: IsoView
     flags: tuple[str, ...]
+    table_row: tuple[OeeTable, int] = field(compare=False, repr=False, kw_only=True)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "availability": self.availability,
-            "performance": self.performance,
-            "performance_uncapped": self.performance_uncapped,
-            "quality": self.quality,
-            "oee": self.oee,
-            "utilization": self.utilization,
-            "teep": self.teep,
-            "availability_excluding_line_losses": self.availability_excluding_line_losses,
-            "data_coverage": self.data_coverage,
-            "planned_production_time_s": self.planned_production_time_s,
-            "run_time_s": self.run_time_s,
-            "net_run_time_s": self.net_run_time_s,
-            "fully_productive_time_s": self.fully_productive_time_s,
-            "observed_time_s": self.observed_time_s,
-            "total_count": self.totals.total_count,
-            "good_count": self.good_count,
-            "reject_count": self.totals.reject_count,
-            "flags": list(self.flags),
-            "waterfall": [s.to_dict() for s in self.waterfall],
-            "six_big_losses": self.six_big_losses.to_dict(),
-            "iso22400": self.iso22400.to_dict(),
-            "totals": self.totals.to_dict(),
+        table, row = self.table_row
+        return table.row_dict(row)
+
+
+_FLAGS = (FLAG_NO_PPT, FLAG_PERFORMANCE_CAPPED, FLAG_NO_DATA, FLAG_UNSCHEDULED_PRODUCTION, FLAG_COUNTS_WITHOUT_RUN)
+_ISO_LABEL = "ISO 22400-2:2014 (availability = APT/PBT, effectiveness unclipped)"
+# OeeResult's plain number fields (the rest are built from the nested dicts).
+_RESULT_NUMBERS = (
+    "planned_production_time_s", "run_time_s", "net_run_time_s", "fully_productive_time_s", "observed_time_s",
+    "good_count", "availability", "performance", "performance_uncapped", "quality", "oee", "utilization", "teep",
+    "availability_excluding_line_losses", "data_coverage",
+)
+
+
+class OeeTable:
+    """The OEE figures of many sets of totals at once: row i is the ``OeeResult`` of ``totals[i]``.
+
+    ``totals``: an (n, len(LEDGER_COLUMNS)) array of summed ledger columns (a group-by sum). The
+    arithmetic runs once on numpy columns, a year of day buckets in one pass instead of a Python object
+    per figure; numpy does the same IEEE double operations in the same order as plain Python floats, so
+    the figures are the same numbers either way. ``to_dicts`` gives the JSON shape of every row without
+    building the result objects; ``result(i)`` builds one.
+    """
+
+    def __init__(self, totals: np.ndarray) -> None:
+        t = np.asarray(totals, dtype=float).reshape(-1, len(LEDGER_COLUMNS))
+        c = dict(zip(LEDGER_COLUMNS, t.T, strict=True))
+        ppt = c["running_s"] + c["small_stop_s"] + c["breakdown_s"] + c["setup_s"] + c["starved_s"] + c["blocked_s"]
+        run = c["running_s"] + c["small_stop_s"]
+        observed = c["all_time_s"] - c["no_data_s"]
+        performance_uncapped = _ratios(c["ideal_time_s"], run)
+        net_run = np.minimum(c["ideal_time_s"], run)
+        performance_loss = run - net_run
+        # Small stops are measured; slow cycles are what is left of the performance loss. When the machine
+        # ran faster than ideal the small stops are limited to the loss so the waterfall still adds up.
+        small_loss = np.minimum(c["small_stop_s"], performance_loss)
+        total, rejects, startup = c["total_count"], c["reject_count"], c["startup_rejects"]
+        good = total - rejects
+        counted = total > 0
+        per_part = np.where(counted, total, 1.0)  # (rows without parts lose nothing to quality)
+        fully_productive = np.where(counted, net_run * good / per_part, 0.0)
+        pbt = c["iso_apt_s"] + c["iso_asut_s"] + c["iso_adet_s"] + c["iso_adot_s"]
+        aupt = c["iso_apt_s"] + c["iso_asut_s"]
+        aubt = aupt + c["iso_adet_s"]
+        effectiveness = _ratios(c["ideal_time_s"], c["iso_apt_s"])
+        quality = _ratios(good, total)
+        iso_availability = _ratios(c["iso_apt_s"], pbt)
+        self._columns: dict[str, np.ndarray] = {
+            **c,
+            "planned_production_time_s": ppt,
+            "run_time_s": run,
+            "net_run_time_s": net_run,
+            "fully_productive_time_s": fully_productive,
+            "observed_time_s": observed,
+            "good_count": good,
+            "availability": _ratios(run, ppt),
+            "performance": np.minimum(performance_uncapped, 1.0),
+            "performance_uncapped": performance_uncapped,
+            "quality": quality,
+            "oee": _ratios(fully_productive, ppt),
+            "utilization": _ratios(ppt, observed),
+            "teep": _ratios(fully_productive, observed),
+            "availability_excluding_line_losses": _ratios(run, ppt - c["starved_s"] - c["blocked_s"]),
+            "data_coverage": _ratios(ppt + c["planned_stop_excluded_s"],
+                                     ppt + c["planned_stop_excluded_s"] + c["no_data_s"]),
+            "schedule_loss_s": c["unscheduled_s"] + c["planned_stop_excluded_s"],
+            "availability_loss_s": ppt - run,
+            "performance_loss_s": performance_loss,
+            "small_loss_s": small_loss,
+            "slow_loss_s": performance_loss - small_loss,
+            "quality_loss_s": net_run - fully_productive,
+            "startup_loss_s": np.where(counted, net_run * startup / per_part, 0.0),
+            "production_reject_loss_s": np.where(counted, net_run * (rejects - startup) / per_part, 0.0),
+            "production_reject_count": rejects - startup,
+            "iso_pbt_s": pbt,
+            "iso_availability": iso_availability,
+            "iso_effectiveness": effectiveness,
+            "iso_quality_ratio": quality,
+            "iso_oee_index": iso_availability * effectiveness * quality,
+            "iso_technical_efficiency": _ratios(c["iso_apt_s"], c["iso_apt_s"] + c["iso_adet_s"]),
+            "iso_nee_index": _ratios(aupt, pbt) * effectiveness * quality,
+            "iso_setup_rate": _ratios(c["iso_asut_s"], aupt),
+            "iso_allocation_efficiency": _ratios(aubt, pbt),
+            "iso_utilization_efficiency": _ratios(c["iso_apt_s"], aubt),
         }
+        raised = (
+            ppt <= 0,
+            performance_uncapped > 1 + _RATIO_TOLERANCE,
+            c["no_data_s"] > 0,
+            c["unscheduled_running_s"] > 0,
+            (run <= 0) & counted,
+        )
+        code = sum(mask.astype(np.int64) << k for k, mask in enumerate(raised))
+        self._flag_code: list[int] = np.asarray(code, dtype=np.int64).tolist()
+        self._rows: list[dict[str, Any]] | None = None
+
+    def __len__(self) -> int:
+        return len(self._flag_code)
+
+    def _values(self) -> list[dict[str, Any]]:
+        """Each row's figures as Python floats, None where undefined (NaN: a ratio over nothing)."""
+        if self._rows is None:
+            names = list(self._columns)
+            lists = [[None if v != v else v for v in col.tolist()] for col in self._columns.values()]
+            self._rows = [dict(zip(names, row, strict=True)) for row in zip(*lists, strict=True)]
+        return self._rows
+
+    def row_dict(self, i: int) -> dict[str, Any]:
+        """Row i in the API's shape (a new dict each call)."""
+        v = self._values()[i]
+        return {
+            "availability": v["availability"],
+            "performance": v["performance"],
+            "performance_uncapped": v["performance_uncapped"],
+            "quality": v["quality"],
+            "oee": v["oee"],
+            "utilization": v["utilization"],
+            "teep": v["teep"],
+            "availability_excluding_line_losses": v["availability_excluding_line_losses"],
+            "data_coverage": v["data_coverage"],
+            "planned_production_time_s": v["planned_production_time_s"],
+            "run_time_s": v["run_time_s"],
+            "net_run_time_s": v["net_run_time_s"],
+            "fully_productive_time_s": v["fully_productive_time_s"],
+            "observed_time_s": v["observed_time_s"],
+            "total_count": v["total_count"],
+            "good_count": v["good_count"],
+            "reject_count": v["reject_count"],
+            "flags": [f for k, f in enumerate(_FLAGS) if self._flag_code[i] >> k & 1],
+            "waterfall": [
+                {"name": "all_time", "seconds": v["all_time_s"], "kind": "level", "details": {}},
+                {"name": "no_data", "seconds": v["no_data_s"], "kind": "loss", "details": {}},
+                {"name": "observed_time", "seconds": v["observed_time_s"], "kind": "level", "details": {}},
+                {"name": "schedule_loss", "seconds": v["schedule_loss_s"], "kind": "loss",
+                 "details": {"not_scheduled_s": v["unscheduled_s"],
+                             "planned_stops_excluded_s": v["planned_stop_excluded_s"]}},
+                {"name": "planned_production_time", "seconds": v["planned_production_time_s"], "kind": "level",
+                 "details": {}},
+                {"name": "availability_loss", "seconds": v["availability_loss_s"], "kind": "loss",
+                 "details": {"breakdowns_s": v["breakdown_s"], "setup_adjustments_s": v["setup_s"],
+                             "starved_s": v["starved_s"], "blocked_s": v["blocked_s"]}},
+                {"name": "run_time", "seconds": v["run_time_s"], "kind": "level", "details": {}},
+                {"name": "performance_loss", "seconds": v["performance_loss_s"], "kind": "loss",
+                 "details": {"small_stops_s": v["small_loss_s"], "slow_cycles_s": v["slow_loss_s"]}},
+                {"name": "net_run_time", "seconds": v["net_run_time_s"], "kind": "level", "details": {}},
+                {"name": "quality_loss", "seconds": v["quality_loss_s"], "kind": "loss",
+                 "details": {"production_rejects_s": v["production_reject_loss_s"],
+                             "startup_rejects_s": v["startup_loss_s"]}},
+                {"name": "fully_productive_time", "seconds": v["fully_productive_time_s"], "kind": "level",
+                 "details": {}},
+            ],
+            "six_big_losses": {
+                "breakdowns_s": v["breakdown_s"],
+                "setup_adjustments_s": v["setup_s"],
+                "small_stops_s": v["small_loss_s"],
+                "slow_cycles_s": v["slow_loss_s"],
+                "production_rejects_s": v["production_reject_loss_s"],
+                "startup_rejects_s": v["startup_loss_s"],
+                "production_reject_count": v["production_reject_count"],
+                "startup_reject_count": v["startup_rejects"],
+                "line_losses": {"starved_s": v["starved_s"], "blocked_s": v["blocked_s"]},
+            },
+            "iso22400": {
+                "label": _ISO_LABEL,
+                "pbt_s": v["iso_pbt_s"],
+                "apt_s": v["iso_apt_s"],
+                "asut_s": v["iso_asut_s"],
+                "adet_s": v["iso_adet_s"],
+                "adot_s": v["iso_adot_s"],
+                "pdot_s": v["iso_pdot_s"],
+                "availability": v["iso_availability"],
+                "effectiveness": v["iso_effectiveness"],
+                "quality_ratio": v["iso_quality_ratio"],
+                "oee_index": v["iso_oee_index"],
+                "technical_efficiency": v["iso_technical_efficiency"],
+                "nee_index": v["iso_nee_index"],
+                "setup_rate": v["iso_setup_rate"],
+                "allocation_efficiency": v["iso_allocation_efficiency"],
+                "utilization_efficiency": v["iso_utilization_efficiency"],
+            },
+            "totals": {name: v[name] for name in LEDGER_COLUMNS},
+        }
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        return [self.row_dict(i) for i in range(len(self))]
+
+    def result(self, i: int) -> OeeResult:
+        d = self.row_dict(i)
+        six = d["six_big_losses"]
+        line_losses = six.pop("line_losses")
+        return OeeResult(
+            totals=OeeTotals(**d["totals"]),
+            **{name: d[name] for name in _RESULT_NUMBERS},
+            waterfall=tuple(WaterfallStep(**step) for step in d["waterfall"]),
+            six_big_losses=SixBigLosses(**six, **line_losses),
+            iso22400=IsoView(**d["iso22400"]),
+            flags=tuple(d["flags"]),
+            table_row=(self, i),
+        )
+
+    def results(self) -> list[OeeResult]:
+        return [self.result(i) for i in range(len(self))]
+
+
+def oee_results(totals: Sequence[OeeTotals]) -> list[OeeResult]:
+    """``oee_from_totals`` of each, computed together."""
+    return OeeTable(np.array([[getattr(t, name) for name in LEDGER_COLUMNS] for t in totals], dtype=float)).results()
 
 
 def oee_from_totals(t: OeeTotals) -> OeeResult:
     """Derive every OEE figure from summed seconds and counts."""
-    ppt = t.running_s + t.small_stop_s + t.breakdown_s + t.setup_s + t.starved_s + t.blocked_s
-    run = t.running_s + t.small_stop_s
-    observed = t.all_time_s - t.no_data_s
-    performance_uncapped = _ratio(t.ideal_time_s, run)
-    net_run = min(t.ideal_time_s, run)
-    performance_loss = run - net_run
-    # Small stops are measured; slow cycles are what is left of the performance loss. When the machine
-    # ran faster than ideal the small stops are limited to the loss so the waterfall still adds up.
-    small_loss = min(t.small_stop_s, performance_loss)
-    slow_loss = performance_loss - small_loss
-    good = t.total_count - t.reject_count
-    if t.total_count > 0:
-        fully_productive = net_run * good / t.total_count
-        startup_loss = net_run * t.startup_rejects / t.total_count
-        production_reject_loss = net_run * (t.reject_count - t.startup_rejects) / t.total_count
-    else:
-        fully_productive = startup_loss = production_reject_loss = 0.0
-    quality_loss = net_run - fully_productive
-
-    flags: list[str] = []
-    if ppt <= 0:
-        flags.append(FLAG_NO_PPT)
-    if performance_uncapped is not None and performance_uncapped > 1 + _RATIO_TOLERANCE:
-        flags.append(FLAG_PERFORMANCE_CAPPED)
-    if t.no_data_s > 0:
-        flags.append(FLAG_NO_DATA)
-    if t.unscheduled_running_s > 0:
-        flags.append(FLAG_UNSCHEDULED_PRODUCTION)
-    if run <= 0 and t.total_count > 0:
-        flags.append(FLAG_COUNTS_WITHOUT_RUN)
-
-    performance = None if performance_uncapped is None else min(performance_uncapped, 1.0)
-    schedule_loss = t.unscheduled_s + t.planned_stop_excluded_s
-    waterfall = (
-        WaterfallStep("all_time", t.all_time_s, "level"),
-        WaterfallStep("no_data", t.no_data_s, "loss"),
-        WaterfallStep("observed_time", observed, "level"),
-        WaterfallStep(
-            "schedule_loss",
-            schedule_loss,
-            "loss",
-            {"not_scheduled_s": t.unscheduled_s, "planned_stops_excluded_s": t.planned_stop_excluded_s},
-        ),
-        WaterfallStep("planned_production_time", ppt, "level"),
-        WaterfallStep(
-            "availability_loss",
-            ppt - run,
-            "loss",
-            {
-                "breakdowns_s": t.breakdown_s,
-                "setup_adjustments_s": t.setup_s,
-                "starved_s": t.starved_s,
-                "blocked_s": t.blocked_s,
-            },
-        ),
-        WaterfallStep("run_time", run, "level"),
-        WaterfallStep(
-            "performance_loss", performance_loss, "loss", {"small_stops_s": small_loss, "slow_cycles_s": slow_loss}
-        ),
-        WaterfallStep("net_run_time", net_run, "level"),
-        WaterfallStep(
-            "quality_loss",
-            quality_loss,
-            "loss",
-            {"production_rejects_s": production_reject_loss, "startup_rejects_s": startup_loss},
-        ),
-        WaterfallStep("fully_productive_time", fully_productive, "level"),
-    )
-    six = SixBigLosses(
-        breakdowns_s=t.breakdown_s,
-        setup_adjustments_s=t.setup_s,
-        small_stops_s=small_loss,
-        slow_cycles_s=slow_loss,
-        production_rejects_s=production_reject_loss,
-        startup_rejects_s=startup_loss,
-        production_reject_count=t.reject_count - t.startup_rejects,
-        startup_reject_count=t.startup_rejects,
-        starved_s=t.starved_s,
-        blocked_s=t.blocked_s,
-    )
-    return OeeResult(
-        totals=t,
-        planned_production_time_s=ppt,
-        run_time_s=run,
-        net_run_time_s=net_run,
-        fully_productive_time_s=fully_productive,
-        observed_time_s=observed,
-        good_count=good,
-        availability=_ratio(run, ppt),
-        performance=performance,
-        performance_uncapped=performance_uncapped,
-        quality=_ratio(good, t.total_count),
-        oee=_ratio(fully_productive, ppt),
-        utilization=_ratio(ppt, observed),
-        teep=_ratio(fully_productive, observed),
-        availability_excluding_line_losses=_ratio(run, ppt - t.starved_s - t.blocked_s),
-        data_coverage=_ratio(ppt + t.planned_stop_excluded_s, ppt + t.planned_stop_excluded_s + t.no_data_s),
-        waterfall=waterfall,
-        six_big_losses=six,
-        iso22400=iso_view(t),
-        flags=tuple(flags),
-    )
-
-
-def iso_view(t: OeeTotals) -> IsoView:
-    pbt = t.iso_apt_s + t.iso_asut_s + t.iso_adet_s + t.iso_adot_s
-    aupt = t.iso_apt_s + t.iso_asut_s
-    aubt = aupt + t.iso_adet_s
-    availability = _ratio(t.iso_apt_s, pbt)
-    effectiveness = _ratio(t.ideal_time_s, t.iso_apt_s)
-    quality_ratio = _ratio(t.total_count - t.reject_count, t.total_count)
-    parts = (availability, effectiveness, quality_ratio)
-    oee_index = None if None in parts else availability * effectiveness * quality_ratio  # type: ignore[operator]
-    nee_basis = _ratio(aupt, pbt)
-    nee = (
-        None
-        if nee_basis is None or effectiveness is None or quality_ratio is None
-        else nee_basis * effectiveness * quality_ratio
-    )
-    return IsoView(
-        label="ISO 22400-2:2014 (availability = APT/PBT, effectiveness unclipped)",
-        pbt_s=pbt,
-        apt_s=t.iso_apt_s,
-        asut_s=t.iso_asut_s,
-        adet_s=t.iso_adet_s,
-        adot_s=t.iso_adot_s,
-        pdot_s=t.iso_pdot_s,
-        availability=availability,
-        effectiveness=effectiveness,
-        quality_ratio=quality_ratio,
-        oee_index=oee_index,
-        technical_efficiency=_ratio(t.iso_apt_s, t.iso_apt_s + t.iso_adet_s),
-        nee_index=nee,
-        setup_rate=_ratio(t.iso_asut_s, aupt),
-        allocation_efficiency=_ratio(aubt, pbt),
-        utilization_efficiency=_ratio(t.iso_apt_s, aubt),
-    )
+    return oee_results([t])[0]
 
 
 def compute_oee(
@@ -349,16 +382,25 @@ def oee_by(
         ledger = build_ledger(periods, stops, policy, now)
     keys = [by] if isinstance(by, str) else list(by)
     sums = ledger.groupby(keys, dropna=False, sort=True)[list(LEDGER_COLUMNS)].sum()
-    return {key: oee_from_totals(totals) for key, totals in OeeTotals.per_group(sums).items()}
+    table = OeeTable(sums[list(LEDGER_COLUMNS)].to_numpy(dtype=float))
+    return dict(zip(sums.index, table.results(), strict=True))
 
 
 @dataclass(frozen=True, slots=True)
 class OeeBucket:
+    """One bucket of a series: its figures are row ``row`` of the series' table (built as objects only
+    when ``result`` is read; ``to_dict`` writes them straight from the table)."""
+
     bucket: Bucket
-    result: OeeResult
+    table: OeeTable = field(repr=False)
+    row: int
+
+    @property
+    def result(self) -> OeeResult:
+        return self.table.result(self.row)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.bucket.to_dict(), **self.result.to_dict()}
+        return {**self.bucket.to_dict(), **self.table.row_dict(self.row)}
 
 
 def oee_series(
@@ -391,5 +433,6 @@ def oee_series(
     # Group by integer codes of the keys (cheaper than by the keys themselves; the same rows, same sums).
     codes, keys = pd.factorize(keyed["bucket_key"].to_numpy(), sort=True)
     sums = values.groupby(codes, sort=True).sum()
-    series = [OeeBucket(buckets[keys[code]], oee_from_totals(t)) for code, t in OeeTotals.per_group(sums).items()]
+    table = OeeTable(sums.to_numpy(dtype=float))
+    series = [OeeBucket(buckets[keys[code]], table, i) for i, code in enumerate(sums.index)]
     return sorted(series, key=lambda b: b.bucket.start)

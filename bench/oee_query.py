@@ -15,8 +15,9 @@ Measured:
   against a real uvicorn server (own process, ``api.app:create_app``) with a viewer key, after warm-up.
 * ``raw_ms``: the same figures from the raw events without rollups: per machine the state events, counts
   and stops of the year read and integrated into periods by ``rollups.compute_periods`` (the code behind
-  the rollups), then the same analytics calls the endpoint makes. The two answers are compared number by
-  number (relative 1e-9; the OEE values absolutely to 1e-9) and both OEE figures are printed.
+  the rollups), then the endpoint's own analytics (``api.service.line_oee_answer``) on those periods. The
+  two answers are compared number by number (relative 1e-9; the OEE values absolutely to 1e-9) and both
+  OEE figures are printed.
 
 To iterate without the setup: ``--reuse-db NAME`` uses database NAME if it holds a finished bench setup
 (pending migrations applied, rollups refreshed, then timed), otherwise sets it up under that name and keeps
@@ -58,10 +59,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from simulate import bench_config, bench_plant  # noqa: E402
 
-import analytics  # noqa: E402
 from andon.events import MachineState, ProductionCount, StateChange  # noqa: E402
 from andon.storage import db, keys, plant_sync, queries, rollups  # noqa: E402
 from andon.storage.writer import EventWriter  # noqa: E402
+from api import service  # noqa: E402
 from api.routers import oee as oee_router  # noqa: E402
 from simulator.simulation import simulate  # noqa: E402
 
@@ -189,23 +190,6 @@ def existing_data(url: str) -> dict[str, Any]:
 # --- the answer, from raw events ------------------------------------------------------------------------
 
 
-def line_answer(periods: pd.DataFrame, intervals: pd.DataFrame | None, ctx: rollups.PlantContext,
-                now: dt.datetime) -> dict[str, Any]:
-    """What the line OEE endpoint computes from its periods (and, for short windows, the raw intervals
-    for the starved/blocked attribution)."""
-    line = ctx.model.line(LINE)
-    pol = analytics.OeePolicy.from_settings(ctx.model.settings)
-    spec = analytics.LineSpec.from_line(line)
-    result = analytics.line_oee(periods, None, pol, spec, intervals, "bottleneck", now)
-    per_machine = analytics.oee_by(periods, None, pol, "machine", now)
-    tz = str(ctx.model.site_of_line(LINE).tz)
-    return {
-        "line_oee": result.to_dict(),
-        "machines_rolled_up": analytics.rollup(per_machine.values()).to_dict(),
-        "buckets": [b.to_dict() for b in analytics.oee_series(periods, None, pol, "day", tz, now)],
-    }
-
-
 def raw_answer(url: str, start: dt.datetime, end: dt.datetime) -> tuple[dict[str, Any], float]:
     """The endpoint's figures from raw events only (no machine_rollups read); returns (answer, ms)."""
     with psycopg.connect(url) as conn:
@@ -226,7 +210,9 @@ def raw_answer(url: str, start: dt.datetime, end: dt.datetime) -> tuple[dict[str
         if end - start <= dt.timedelta(days=oee_router.ATTRIBUTION_MAX_DAYS):
             ids = [m.id for m in ctx.model.line(LINE).machines_in_order]
             intervals = queries.intervals(conn, ctx, ids, start, end, now=now)
-        answer = line_answer(periods, intervals, ctx, now)
+        line = ctx.model.line(LINE)
+        answer = service.line_oee_answer(periods, None, intervals, ctx, line, "bottleneck", "day",
+                                         ctx.model.site_of_line(LINE).tz, now)
         ms = (time.perf_counter() - t) * 1000
     from fastapi.encoders import jsonable_encoder
 

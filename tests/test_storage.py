@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
-from andon.events import MachineState, ProductionCount, StateChange, TelemetrySample
-from andon.storage import db, queries, rollups
+from andon.events import STATE_CODES, MachineState, ProductionCount, StateChange, TelemetrySample
+from andon.storage import db, plant_sync, queries, rollups
 from andon.storage.writer import EventWriter
 from tests.pgcluster import TempCluster
 
@@ -24,6 +24,14 @@ SECONDS_COLS = [f"s_{s.value}" for s in MachineState]
 
 def at(s: float) -> dt.datetime:
     return T0 + dt.timedelta(seconds=s)
+
+
+def _write(url: str, events: list) -> None:
+    pool = db.make_pool(url)
+    try:
+        EventWriter(pool).write(events)
+    finally:
+        pool.close()
 
 
 # --- migrations ------------------------------------------------------------------------------------
@@ -198,35 +206,35 @@ _SUMS = [*SECONDS_COLS, "total_count", "reject_count", "startup_rejects", "ideal
 
 
 def _daily_rows(conn) -> dict:
-    """The stored day grain, keyed by (machine, day, calendar kind, shift)."""
+    """The stored day grain, keyed by (machine, day, calendar kind)."""
     rows = conn.execute(
-        f"select machine, day, calendar_kind, shift_key, period_start, period_end, period_s, {', '.join(_SUMS)} "
+        f"select machine, day, calendar_kind, period_start, period_end, period_s, {', '.join(_SUMS)} "
         "from machine_rollups_daily"
     ).fetchall()
-    return {r[:4]: r[4:] for r in rows}
+    return {r[:3]: r[3:] for r in rows}
 
 
 def _assert_daily_equals_hourly(conn) -> dict:
     """Every stored day row is the sum of that local day's stored periods, and every day with periods has
     its rows: the day grain never drifts from the hourly rollups."""
     expected = conn.execute(
-        f"select machine, (period_start at time zone 'Europe/Berlin')::date, calendar_kind, shift_key, "
+        f"select machine, (period_start at time zone 'Europe/Berlin')::date, calendar_kind, "
         f"min(period_start), max(period_end), sum(extract(epoch from period_end - period_start))::float8, "
-        f"{', '.join(f'sum({c})' for c in _SUMS)} from machine_rollups group by 1, 2, 3, 4"
+        f"{', '.join(f'sum({c})' for c in _SUMS)} from machine_rollups group by 1, 2, 3"
     ).fetchall()
     stored = _daily_rows(conn)
-    assert set(stored) == {r[:4] for r in expected}
+    assert set(stored) == {r[:3] for r in expected}
     for r in expected:
-        got = stored[r[:4]]
-        assert got[:2] == r[4:6], r[:4]
-        assert got[2:] == pytest.approx(r[6:], abs=1e-6), r[:4]
+        got = stored[r[:3]]
+        assert got[:2] == r[3:5], r[:3]
+        assert got[2:] == pytest.approx(r[5:], abs=1e-6), r[:3]
     return stored
 
 
 def _by_local_day(df):
-    """Sums per machine, local day, calendar kind and shift of any grain's rows."""
+    """Sums per machine, local day and calendar kind of any grain's rows."""
     key = df["period_start"].dt.tz_convert("Europe/Berlin").dt.date.rename("day")
-    return df.groupby([df["machine"], key, df["calendar_kind"], df["shift_key"].fillna("")])[_SUMS].sum()
+    return df.groupby([df["machine"], key, df["calendar_kind"]])[_SUMS].sum()
 
 
 def _assert_day_grain_equals_fine(conn, ctx, machine, a, b, now):
@@ -243,13 +251,33 @@ def _assert_day_grain_equals_fine(conn, ctx, machine, a, b, now):
     return coarse
 
 
+def test_day_grain_migration_merges_shift_rows(empty_db_url, demo_plant, monkeypatch):
+    """0014 turns day rows per (machine, day, calendar kind, shift) into one per (machine, day, calendar
+    kind) with the same sums: a database holding 0013's rows reads the same after the upgrade."""
+    every = db.load_migrations()
+    monkeypatch.setattr(db, "load_migrations", lambda: [m for m in every if m.version < 14])
+    db.upgrade(empty_db_url, create_db=False)
+    with psycopg.connect(empty_db_url) as conn:
+        plant_sync.sync_plant_model(conn, demo_plant, "file:config/plant.yaml")
+        conn.commit()
+    _write(empty_db_url, _random_events("L1-M2", 3, 3.0))
+    with psycopg.connect(empty_db_url) as conn:
+        rollups.refresh(conn, now=T0 + dt.timedelta(days=30))
+        # The day rows as 0013 grouped them (per shift too), from its own statement.
+        conn.execute("delete from machine_rollups_daily")
+        conn.execute(next(m for m in every if m.version == 13).text.rsplit(";", 2)[-2])  # type: ignore[arg-type]
+        conn.commit()
+        per_shift = conn.execute("select count(*) from machine_rollups_daily").fetchone()[0]
+    monkeypatch.setattr(db, "load_migrations", lambda: every)
+    assert db.upgrade(empty_db_url, create_db=False) == ["applied 0014_daily_grain_per_calendar_kind"]
+    with psycopg.connect(empty_db_url) as conn:
+        merged = _assert_daily_equals_hourly(conn)
+    assert per_shift > len(merged) > 0
+
+
 def test_rollups_equal_raw_data_and_any_window_adds_up(fresh_db_url):
     events = _random_events("L1-M2", 7, 5.0)
-    pool = db.make_pool(fresh_db_url)
-    try:
-        EventWriter(pool).write(events)
-    finally:
-        pool.close()
+    _write(fresh_db_url, events)
     now = T0 + dt.timedelta(days=30)
     with psycopg.connect(fresh_db_url) as conn:
         ctx = rollups.load_context(conn)
@@ -297,6 +325,8 @@ def test_rollups_equal_raw_data_and_any_window_adds_up(fresh_db_url):
             assert coarse["period_s"].sum() == pytest.approx((b - a).total_seconds())
             for c in cols:
                 assert coarse[c].sum() == pytest.approx(odd[c].sum(), abs=1e-6), (grain, c)
+            if grain == "shift":  # (day rows are per calendar kind only: see _assert_daily_equals_hourly)
+                assert coarse.loc[coarse["calendar_kind"] == "production", "shift_key"].notna().all()
         # The rollups' stop classes agree with the analytics core classifying the stop list itself.
         import analytics
         from analytics.ledger import PRECLASSIFIED_COLUMNS
@@ -390,11 +420,7 @@ def test_downtime_from_states_with_manual_reason_kept_on_rederivation(fresh_db_u
 
 
 def test_no_data_after_heartbeat_is_offline(fresh_db_url):
-    pool = db.make_pool(fresh_db_url)
-    try:
-        EventWriter(pool).write([StateChange("L1-M3", at(0), MachineState.RUNNING, "t")])
-    finally:
-        pool.close()
+    _write(fresh_db_url, [StateChange("L1-M3", at(0), MachineState.RUNNING, "t")])
     with psycopg.connect(fresh_db_url) as conn:
         ctx = rollups.load_context(conn)
         hb = ctx.by_id["L1-M3"].heartbeat_s
@@ -405,6 +431,32 @@ def test_no_data_after_heartbeat_is_offline(fresh_db_url):
         assert states.set_index("machine").loc["L1-M3", "state"] == "offline"
         live = queries.current_states(conn, ctx, now=T0 + dt.timedelta(seconds=hb / 2))
         assert live.set_index("machine").loc["L1-M3", "state"] == "running"
+
+
+def test_state_before_a_window_found_days_back(fresh_db_url):
+    """The state holding at a window's start comes from the last state change before it, however long ago
+    (the look-back first searches a day, then further): here an idle machine and a setup then a run, with
+    only counts arriving for three days; a slice starting inside the run's startup window knows it."""
+    events: list = [StateChange("L1-M3", at(0), MachineState.SETUP, "t"),
+                    StateChange("L1-M3", at(100), MachineState.RUNNING, "t"),
+                    StateChange("L1-M2", at(0), MachineState.IDLE, "t")]
+    events += [ProductionCount(m, at(600 + 30 * k), 1, 0, "t") for m in ("L1-M3", "L1-M2") for k in range(1, 9000)]
+    _write(fresh_db_url, events)
+    with psycopg.connect(fresh_db_url) as conn:
+        ctx = rollups.load_context(conn)
+        a = T0 + dt.timedelta(days=3)
+        m2, m3 = ctx.by_id["L1-M2"], ctx.by_id["L1-M3"]
+        in_startup = at(100 + m3.startup_window_s / 2)  # the run after the setup is still a startup here
+        idle, running, starting = rollups.read_slices(conn, [(m2, a, a + dt.timedelta(hours=1)),
+                                                             (m3, a, a + dt.timedelta(hours=1)),
+                                                             (m3, in_startup, a)])
+        assert idle.initial_state == STATE_CODES[MachineState.IDLE]
+        assert running.initial_state == starting.initial_state == STATE_CODES[MachineState.RUNNING]
+        assert running.startup_since is None and starting.startup_since == at(100)
+        day = dt.timedelta(days=1)
+        fine = queries.periods(conn, ctx, ["L1-M2", "L1-M3"], a, a + dt.timedelta(hours=1), now=a + day)
+        by = fine.groupby("machine")[["s_idle", "s_running"]].sum()
+        assert by.loc["L1-M2", "s_idle"] == by.loc["L1-M3", "s_running"] == 3600
 
 
 def test_stop_classes_in_rollups_follow_duration_and_reason(fresh_db_url):

@@ -57,13 +57,14 @@ _COUNT_SUMS = ("total_count", "reject_count", "startup_rejects")
 # Only rows below each machine's watermark: a join, not a sub-select evaluated once per row.
 _HOURLY_SOURCE = ("from machine_rollups r join rollup_watermarks w on w.machine = r.machine "
                   "where r.machine = any(%(nums)s) and r.period_end <= w.covered_to ")
-# Periods summed per group, packed as machine_rollups_daily.packed is (see migration 0013).
+# Periods summed per group, packed as machine_rollups_daily.packed is (see migration 0013), then the
+# calendar kind and (shift grain) the shift.
 _GROUPED = (
     "select int4send(r.machine) || timestamptz_send(min(r.period_start)) || timestamptz_send(max(r.period_end)) || "
     + " || ".join(f"int8send(sum(r.{c})::bigint)" if c in _COUNT_SUMS else f"float8send(sum(r.{c})::float8)"
                   for c in _SUM_COLUMNS)
-    + " || float8send(sum(extract(epoch from r.period_end - r.period_start))::float8), "
-    "r.calendar_kind, coalesce(r.shift_key, '') " + _HOURLY_SOURCE
+    + " || float8send(sum(extract(epoch from r.period_end - r.period_start))::float8), r.calendar_kind, {shift} "
+    + _HOURLY_SOURCE
 )
 _LOCAL_DAY = "(r.period_start at time zone %(tz)s)::date"
 _PACKED = np.dtype([("machine", ">i4"), ("period_start", ">i8"), ("period_end", ">i8"),
@@ -81,8 +82,9 @@ def _whole_days(start: dt.datetime, end: dt.datetime, tz: ZoneInfo) -> tuple[dt.
 
 def _grouped(cur: psycopg.Cursor, nums: list[int], tz: ZoneInfo, grain: str, start: dt.datetime,
              end: dt.datetime, stored_days: bool = True) -> dict[str, Any]:
-    """Stored rows inside [start, end) summed per machine, calendar kind, shift and local day (or shift),
-    as columns named as rollups.DAILY_COLUMNS (numpy arrays; object arrays for the text columns).
+    """Stored rows inside [start, end) summed per machine, calendar kind and local day (day grain; shift
+    None) or shift (shift grain), as columns named as rollups.DAILY_COLUMNS (numpy arrays; object arrays
+    for the text columns).
 
     Day grain: whole local days come from the stored day grain (machine_rollups_daily), only the parts of
     the window before its first and after its last local midnight from the periods; one statement, so
@@ -91,23 +93,29 @@ def _grouped(cur: psycopg.Cursor, nums: list[int], tz: ZoneInfo, grain: str, sta
     numpy: no Python object, nor a server send call, per number."""
     params: dict[str, object] = {"nums": nums, "start": start, "end": end, "tz": tz.key}
     days = _whole_days(start, end, tz) if grain == "day" and stored_days else None
+    # Day grain: per machine, calendar kind and local day (as the stored day rows); shift grain: per
+    # machine, calendar kind and shift.
+    if grain == "day":
+        grouped, group_by = _GROUPED.format(shift="''"), f"group by r.machine, r.calendar_kind, {_LOCAL_DAY}"
+    else:
+        grouped, group_by = _GROUPED.format(shift="coalesce(r.shift_key, '')"), \
+            "group by r.machine, r.calendar_kind, r.shift_key"
     if days is None:
-        key = _LOCAL_DAY if grain == "day" else "null::date"
-        rows = (_GROUPED + "and r.period_start >= %(start)s and r.period_end <= %(end)s "
-                f"group by r.machine, r.calendar_kind, r.shift_key, {key}")
+        rows = grouped + f"and r.period_start >= %(start)s and r.period_end <= %(end)s {group_by}"
     else:
         d0, d1 = days
-        edge = (_GROUPED + "and r.period_start >= %({a})s and r.period_start < %({b})s "
-                f"and r.period_end <= %({{b}})s group by r.machine, r.calendar_kind, r.shift_key, {_LOCAL_DAY}")
+        edge = grouped + ("and r.period_start >= %({a})s and r.period_start < %({b})s and r.period_end <= %({b})s "
+                          + group_by)
         # (Day rows exist only for stored periods, all below the watermark: refresh writes periods, day
         # rows and watermark in one transaction. No join needed.)
-        rows = ("select d.packed, d.calendar_kind, coalesce(d.shift_key, '') from machine_rollups_daily d "
+        rows = ("select d.packed, d.calendar_kind, '' from machine_rollups_daily d "
                 "where d.machine = any(%(nums)s) and d.day >= %(day0)s and d.day < %(day1)s "
                 f"union all ({edge.format(a='start', b='d0')}) union all ({edge.format(a='d1', b='end')})")
         params.update(d0=d0, d1=d1, day0=rollups.local_day(d0, tz), day1=rollups.local_day(d1, tz))
-    # One aggregate node: the three string_aggs see the rows in the same order.
+    # One aggregate node: the string_aggs see the rows in the same order.
+    shift_agg = "string_agg(shift, chr(31))" if grain == "shift" else "null"
     packed, kinds, shifts = cur.execute(
-        f"select string_agg(packed, ''::bytea), string_agg(kind, chr(31)), string_agg(shift, chr(31)) "
+        f"select string_agg(packed, ''::bytea), string_agg(kind, chr(31)), {shift_agg} "
         f"from ({rows}) g (packed, kind, shift)", params
     ).fetchone()  # type: ignore[misc]
     if packed is None:  # no rows
@@ -117,7 +125,8 @@ def _grouped(cur: psycopg.Cursor, nums: list[int], tz: ZoneInfo, grain: str, sta
     for c in ("period_start", "period_end"):
         cols[c] = (cols[c] + _PG_EPOCH_US).astype("datetime64[us]")
     cols["calendar_kind"] = np.array(kinds.split(_SEP), dtype=object)
-    cols["shift_key"] = np.array([k or None for k in shifts.split(_SEP)], dtype=object)
+    cols["shift_key"] = (np.array([k or None for k in shifts.split(_SEP)], dtype=object) if shifts is not None
+                         else np.full(len(rec), None, dtype=object))
     if not len(rec) == len(cols["calendar_kind"]) == len(cols["shift_key"]):
         raise RuntimeError("packed rollup rows and their text columns disagree")
     return cols
@@ -143,8 +152,9 @@ def periods(
     """Rollup-shaped rows covering [start, end) for each machine.
 
     grain None: one row per period (local hour cut at calendar boundaries). grain "day" or "shift": the
-    stored periods summed per machine, calendar kind, shift and local day (or shift), so a year reads as
-    a few rows per machine-day (whole local days straight from the stored day grain, see migration 0013);
+    stored periods summed per machine, calendar kind and local day (shift None), or per machine, calendar
+    kind and shift, so a year reads as a few rows per machine-day (whole local days straight from the
+    stored day grain, see migrations 0013 and 0014);
     the window's live edges stay as fine periods. Sums are the same either way; only the time resolution
     of the rows differs (use "day" for day/week buckets, "shift" for shift buckets, None for hour buckets).
     """
@@ -269,7 +279,9 @@ def _columns(rows: list[tuple], names: Sequence[str]) -> dict[str, np.ndarray]:
 
 
 def _frame_of(cols: dict[str, np.ndarray], names: Sequence[str], ms: list[rollups.MachineContext]) -> pd.DataFrame:
-    """The frame of numpy columns, machine numbers turned into machine ids."""
+    """The frame of numpy columns, machine numbers turned into machine ids. Text columns stay plain object
+    columns: pandas would otherwise copy every id, kind and shift key into an Arrow string column (a few
+    ms for a year of rows) that the analytics read back as objects anyway."""
     ids = np.empty(max((m.num for m in ms), default=0) + 1, dtype=object)
     ids[[m.num for m in ms]] = [m.id for m in ms]
     data: dict[str, object] = {}
@@ -278,7 +290,9 @@ def _frame_of(cols: dict[str, np.ndarray], names: Sequence[str], ms: list[rollup
         if name in ("period_start", "period_end"):
             data[name] = pd.to_datetime(values.astype("datetime64[us]").view(np.int64), unit="us", utc=True)
         elif name == "machine":
-            data[name] = ids[values.astype(np.int64)]
+            data[name] = pd.Series(ids[values.astype(np.int64)], dtype=object, copy=False)
+        elif name in _TEXT_COLUMNS:
+            data[name] = pd.Series(values, dtype=object, copy=False)
         else:
             data[name] = values
     return pd.DataFrame(data, columns=list(names))

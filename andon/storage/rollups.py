@@ -9,8 +9,10 @@ twice, or after a replay, gives the same rows.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 from dataclasses import dataclass, field
+from operator import itemgetter
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -28,9 +30,12 @@ ROLLUP_COLUMNS = [
     "total_count", "reject_count", "startup_rejects", "ideal_time_s", *STOP_CLASS_COLUMNS,
 ]
 SUM_COLUMNS = ROLLUP_COLUMNS[5:]
-# The stored day grain (machine_rollups_daily): one row per machine, local day, calendar kind and shift,
-# with the sums of that day's periods, its first start, last end and length in seconds.
+# Rows of periods summed per group (queries.periods' day and shift grains): the sums, the group's first
+# start, last end and length in seconds.
 DAILY_COLUMNS = ["machine", "period_start", "period_end", "calendar_kind", "shift_key", *SUM_COLUMNS, "period_s"]
+# The stored day grain (machine_rollups_daily, migrations 0013 and 0014): one such row per machine, local
+# day and calendar kind (no shift).
+STORED_DAILY_COLUMNS = [c for c in DAILY_COLUMNS if c != "shift_key"]
 
 
 @dataclass(frozen=True)
@@ -99,14 +104,48 @@ class RawSlice:
     count_ideal: list[float]
 
 
-_BEFORE = "select ts, state from state_events where machine = %s and ts <= %s order by ts desc limit 1"
+# Each machine's look-backs in one statement (unnest + lateral, in the order given): on a hypertable a
+# statement per machine costs a plan over every chunk each, far more than the look-up itself. The bounds
+# common to all rows (the first two parameters) repeat what each row asks for, as constants the planner
+# can use to leave out the chunks outside them.
+_BEFORE_MANY = (
+    "select b.ts, b.state from unnest(%s::int[], %s::timestamptz[]) with ordinality i (machine, at, n) "
+    "left join lateral (select ts, state from state_events s where s.machine = i.machine and s.ts <= i.at "
+    "and s.ts > %s and s.ts <= %s order by s.ts desc, s.key desc limit 1) b on true order by i.n"
+)
+# How far back the first look for the state before a window goes (then, for machines with no event in
+# it, without a bound): a plan over a day's chunks, not the whole history's.
+_BEFORE_FIRST_LOOK = dt.timedelta(days=1)
 _STATES_MANY = ("select machine, ts, state from state_events where machine = any(%s) and ts > %s and ts < %s "
                 "order by machine, ts, key")
 _COUNTS_MANY = ("select machine, ts, total, reject, product from count_events where machine = any(%s) "
                 "and ts >= %s and ts < %s order by machine, ts")
-_PREV_STOP = ("select ts, state from state_events where machine = %s and ts < %s and state <> %s and ts > %s "
-              "order by ts desc limit 1")
-_RUN_START = "select min(ts) from state_events where machine = %s and ts > %s and ts <= %s and state = %s"
+_PREV_STOP_MANY = (
+    "select p.ts, p.state from unnest(%s::int[], %s::timestamptz[], %s::timestamptz[]) with ordinality "
+    "i (machine, at, since, n) left join lateral (select ts, state from state_events s where s.machine = i.machine "
+    "and s.ts < i.at and s.state <> %s and s.ts > i.since and s.ts > %s and s.ts < %s "
+    "order by s.ts desc, s.key desc limit 1) p on true order by i.n"
+)
+_RUN_START_MANY = (
+    "select (select min(ts) from state_events s where s.machine = i.machine and s.ts > i.after and s.ts <= i.at "
+    "and s.state = %s and s.ts > %s and s.ts <= %s) from unnest(%s::int[], %s::timestamptz[], %s::timestamptz[]) "
+    "with ordinality i (machine, after, at, n) order by i.n"
+)
+
+
+def _states_before(conn: psycopg.Connection, nums: list[int], ats: list[dt.datetime]) -> list[tuple | None]:
+    """(ts, state) of each machine's last state event at or before its time (None: there is none)."""
+    if not nums:
+        return []
+    hi = max(ats)
+    found = conn.execute(_BEFORE_MANY, (nums, ats, min(ats) - _BEFORE_FIRST_LOOK, hi)).fetchall()
+    missing = [i for i, row in enumerate(found) if row[0] is None]
+    if missing:
+        earlier = conn.execute(_BEFORE_MANY, ([nums[i] for i in missing], [ats[i] for i in missing],
+                                              dt.datetime.min.replace(tzinfo=UTC), hi)).fetchall()
+        for i, row in zip(missing, earlier, strict=True):
+            found[i] = row
+    return [None if row[0] is None else row for row in found]
 
 
 def read_slice(conn: psycopg.Connection, m: MachineContext, start: dt.datetime, end: dt.datetime) -> RawSlice:
@@ -124,7 +163,6 @@ def read_slices(conn: psycopg.Connection, items: list[tuple[MachineContext, dt.d
     for i, (_, a, b) in enumerate(items):
         windows.setdefault((a, b), []).append(i)
     with conn.pipeline():
-        befores = [conn.execute(_BEFORE, (m.num, a)) for m, a, _ in items]
         shared = {w: (conn.execute(_STATES_MANY, ([items[i][0].num for i in idx], *w)),
                       conn.execute(_COUNTS_MANY, ([items[i][0].num for i in idx], *w)))
                   for w, idx in windows.items()}
@@ -132,35 +170,43 @@ def read_slices(conn: psycopg.Connection, items: list[tuple[MachineContext, dt.d
         counts_of: dict[int, list[tuple]] = {}
         for w, (cs, cc) in shared.items():
             num_to_i = {items[i][0].num: i for i in windows[w]}
-            for r in cs.fetchall():
-                states_of.setdefault(num_to_i[r[0]], []).append(r[1:])
-            for r in cc.fetchall():
-                counts_of.setdefault(num_to_i[r[0]], []).append(r[1:])
-        got = [(c.fetchone(), states_of.get(i, []), counts_of.get(i, [])) for i, c in enumerate(befores)]
+            # Rows come ordered by machine: one run of rows per machine (rows keep the machine in front).
+            for num, rows in itertools.groupby(cs.fetchall(), key=itemgetter(0)):
+                states_of[num_to_i[num]] = list(rows)
+            for num, rows in itertools.groupby(cc.fetchall(), key=itemgetter(0)):
+                counts_of[num_to_i[num]] = list(rows)
+        befores = _states_before(conn, [m.num for m, _, _ in items], [a for _, a, _ in items])
+        got = [(before, states_of.get(i, []), counts_of.get(i, [])) for i, before in enumerate(befores)]
         # The running interval holding at `start` began at the first running event after the last
         # non-running one; it is a startup if that non-running state was one that starts a window.
-        prev_curs = {
-            i: conn.execute(_PREV_STOP, (m.num, a, timeline.RUNNING, a - dt.timedelta(seconds=m.startup_window_s)))
-            for i, ((m, a, _), (before, _, _)) in enumerate(zip(items, got, strict=True))
-            if before is not None and before[1] == timeline.RUNNING and m.startup_window_s > 0
-        }
-        prevs = {i: c.fetchone() for i, c in prev_curs.items()}
-        run_curs = {
-            i: conn.execute(_RUN_START, (items[i][0].num, prev[0], items[i][1], timeline.RUNNING))
-            for i, prev in prevs.items() if prev is not None and prev[1] in timeline.STARTUP_FROM
-        }
-        run_starts = {i: c.fetchone()[0] for i, c in run_curs.items()}  # type: ignore[index]
+        running = [i for i, ((m, _, _), (before, _, _)) in enumerate(zip(items, got, strict=True))
+                   if before is not None and before[1] == timeline.RUNNING and m.startup_window_s > 0]
+        prevs: dict[int, tuple] = {}
+        if running:
+            ats = [items[i][1] for i in running]
+            sinces = [items[i][1] - dt.timedelta(seconds=items[i][0].startup_window_s) for i in running]
+            found = conn.execute(_PREV_STOP_MANY, ([items[i][0].num for i in running], ats, sinces,
+                                                   timeline.RUNNING, min(sinces), max(ats))).fetchall()
+            prevs = {i: prev for i, prev in zip(running, found, strict=True)
+                     if prev[0] is not None and prev[1] in timeline.STARTUP_FROM}
+        run_starts: dict[int, dt.datetime | None] = {}
+        if prevs:
+            afters, ats = [prev[0] for prev in prevs.values()], [items[i][1] for i in prevs]
+            found = conn.execute(_RUN_START_MANY, (timeline.RUNNING, min(afters), max(ats),
+                                                   [items[i][0].num for i in prevs], afters, ats)).fetchall()
+            run_starts = {i: row[0] for i, row in zip(prevs, found, strict=True)}
     out = []
     for i, ((m, _, _), (before, states, counts)) in enumerate(zip(items, got, strict=True)):
         out.append(RawSlice(
             initial_state=before[1] if before else None,
             startup_since=run_starts.get(i),
-            state_ts=[r[0] for r in states],
-            state_codes=[r[1] for r in states],
-            count_ts=[r[0] for r in counts],
-            count_total=[r[1] for r in counts],
-            count_reject=[r[2] for r in counts],
-            count_ideal=[r[1] * m.ideal_for(r[3]) for r in counts],
+            state_ts=[r[1] for r in states],
+            state_codes=[r[2] for r in states],
+            count_ts=[r[1] for r in counts],
+            count_total=[r[2] for r in counts],
+            count_reject=[r[3] for r in counts],
+            count_ideal=[r[2] * (m.products.get(r[4], m.ideal_cycle_s) if r[4] else m.ideal_cycle_s)
+                         for r in counts],  # (m.ideal_for, inline: a call per count adds up)
         ))
     return out
 
@@ -278,16 +324,20 @@ def refresh(conn: psycopg.Connection, ctx: PlantContext | None = None, now: dt.d
     stats = RefreshStats()
     todo = conn.execute(
         """
-        select s.machine, w.covered_to, s.ts
+        select s.machine, w.covered_to, s.ts, exists (select 1 from rollup_dirty d where d.machine = s.machine)
         from machine_last_seen s left join rollup_watermarks w on w.machine = s.machine
         where exists (select 1 from rollup_dirty d where d.machine = s.machine)
            or w.covered_to is null or w.covered_to < s.ts
         """
     ).fetchall()
     conn.commit()
-    for num, covered_to, last_seen in todo:
+    for num, covered_to, last_seen, dirty in todo:
         m = ctx.machines.get(num)
         if m is None:
+            continue
+        if not dirty and covered_to is not None and floor_local_hour(min(last_seen, now), m.tz) <= covered_to:
+            # Data arrived since the watermark but the hour it is in has not ended: nothing to write yet
+            # (the usual case every few seconds for every live machine; queries compute that hour live).
             continue
         with conn.transaction():
             # Claim the dirty ranges first: ranges marked while we compute stay for the next round.
@@ -371,12 +421,12 @@ def refresh_daily(conn: psycopg.Connection, m: MachineContext, start: dt.datetim
     sums = ", ".join(f"sum({c})" for c in SUM_COLUMNS)
     cur = conn.execute(
         f"""
-        insert into machine_rollups_daily (machine, day, {', '.join(DAILY_COLUMNS[1:])})
+        insert into machine_rollups_daily (machine, day, {', '.join(STORED_DAILY_COLUMNS[1:])})
         select machine, (period_start at time zone %(tz)s)::date, min(period_start), max(period_end),
-               calendar_kind, shift_key, {sums}, sum(extract(epoch from period_end - period_start))::float8
+               calendar_kind, {sums}, sum(extract(epoch from period_end - period_start))::float8
         from machine_rollups
         where machine = %(m)s and period_start >= %(a)s and period_start < %(b)s
-        group by machine, (period_start at time zone %(tz)s)::date, calendar_kind, shift_key
+        group by machine, (period_start at time zone %(tz)s)::date, calendar_kind
         """,
         {"tz": m.tz.key, "m": m.num, "a": local_midnight(first, m.tz),
          "b": local_midnight(last + dt.timedelta(days=1), m.tz)},

@@ -111,8 +111,10 @@ def integrate(
     # Timeline breakpoints and the state holding from each breakpoint to the next.
     bp = [0.0]
     st = [initial_state if initial_state is not None else OFFLINE]
+    # (t - base).total_seconds() inline in the per-event loops: the same float as _secs, without a call
+    # per event.
     for t, code in zip(state_ts, state_codes, strict=True):
-        x = _secs(t, base)
+        x = (t - base).total_seconds()
         if x <= 0.0:
             st[-1] = code
             continue
@@ -148,7 +150,7 @@ def integrate(
         cum = np.concatenate([[0.0], np.cumsum(durations * mask)])
         out[:, code - 1] = np.interp(p_end, bp_arr, cum) - np.interp(p_start, bp_arr, cum)
     if count_ts:
-        ct = np.array([_secs(t, base) for t in count_ts])
+        ct = np.array([(t - base).total_seconds() for t in count_ts])
         # A count belongs to the period containing its timestamp: [start, end).
         idx = np.searchsorted(p_end, ct, side="right")
         ok = (idx < n) & (ct >= 0)

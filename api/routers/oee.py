@@ -58,22 +58,14 @@ def line_oee(
     # Attribution needs the fine periods (scheduled spans); long windows read coarser stored rows.
     grain = None if with_attribution else service.grain_for(bucket)
     periods, stops = service.load(conn, ctx, ids, a, b, now, with_stops=False, grain=grain)
-    pol = service.policy(ctx)
     intervals = queries.intervals(conn, ctx, ids, a, b, now=now) if with_attribution else None
-    spec = analytics.LineSpec.from_line(line)
-    # One ledger for the line figures, the per-machine roll-up and the buckets.
-    ledger = analytics.build_ledger(periods, stops, pol, now)
-    result = analytics.line_oee(periods, stops, pol, spec, intervals, basis, now, ledger=ledger)
-    per_machine = analytics.oee_by(periods, stops, pol, "machine", now, ledger=ledger)
+    figures = service.line_oee_answer(periods, stops, intervals, ctx, line, basis, bucket, tz, now)
     out: dict[str, Any] = {
-        "line": line_id, "start": a, "end": b,
-        "line_oee": result.to_dict(),
-        "machines_rolled_up": analytics.rollup(per_machine.values()).to_dict(),
-        "attribution_included": intervals is not None,
+        "line": line_id, "start": a, "end": b, "line_oee": figures["line_oee"],
+        "machines_rolled_up": figures["machines_rolled_up"], "attribution_included": intervals is not None,
     }
     if bucket:
-        out["buckets"] = [x.to_dict() for x in analytics.oee_series(periods, stops, pol, bucket, str(tz), now,
-                                                                     ledger=ledger)]
+        out["buckets"] = figures["buckets"]
     return service.json_response(out)
 
 
