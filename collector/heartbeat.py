@@ -12,6 +12,7 @@ carries a state change of its own.
 from __future__ import annotations
 
 import datetime as dt
+import operator
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from andon.events import UTC, Event, MachineState, StateChange, content_key
 
 NO_DATA_REASON = "no_data"
+_machine_of = operator.attrgetter("machine_id")
 
 
 @dataclass
@@ -61,13 +63,12 @@ class Heartbeat:
         state.last_seen_wall = self._wall()
         state.silent = False
         spoke = set(machines)
+        spoke.update(map(_machine_of, events))  # in C: a batch message carries thousands of events
         last_state = self._last_state
-        for event in events:
-            spoke.add(event.machine_id)
-            if isinstance(event, StateChange):
-                previous = last_state.get(event.machine_id)
-                if previous is None or event.ts >= previous.ts:
-                    last_state[event.machine_id] = event
+        for event in [e for e in events if type(e) is StateChange]:
+            previous = last_state.get(event.machine_id)
+            if previous is None or event.ts >= previous.ts:
+                last_state[event.machine_id] = event
         state.machines |= spoke
         if not self._offline or self._offline.isdisjoint(spoke):
             return []  # the common case: nothing comes back

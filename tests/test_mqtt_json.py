@@ -155,10 +155,10 @@ def test_fuzzed_topics_and_payloads_never_raise(topic: str, payload: bytes) -> N
 
 
 def _slow_decoder() -> JsonDecoder:
-    """A decoder that always goes through the pydantic models (the fast path switched off)."""
+    """A decoder that always goes through the standard library's parser and the pydantic models (the fast
+    path switched off)."""
     decoder = JsonDecoder("j", known_machines=["M1", "M-2.x"])
-    decoder._fast = lambda *_a: None  # type: ignore[method-assign]
-    decoder._fast_batch = lambda *_a: None  # type: ignore[method-assign]
+    decoder._decode_fast = lambda *_a: None  # type: ignore[method-assign]
     return decoder
 
 
@@ -250,6 +250,63 @@ def test_fast_path_matches_the_models(objs: list[tuple[str, dict[str, Any], bool
             messages.append((f"andon/v1/{machine}/{k}", json.dumps(body).encode()))
     for topic, payload in messages * 2:  # twice: the second counter readings are deltas
         _same_items(fast.decode(topic, payload), slow.decode(topic, payload))
+    assert fast.counters.baselines() == slow.counters.baselines()
+
+
+_VALID_FIELDS = {
+    "state": {"ts": "1772431200000", "state": '"running"', "reason_code": '"R1"', "seq": "7"},
+    "count": {"ts": '"2026-03-02T06:00:00Z"', "total": "3", "reject": "1", "product": '"A"', "seq": '"s-1"'},
+    "counter": {"ts": "1772431200000", "processed": "1234", "defective": "5", "seq": "8"},
+    "telemetry": {"ts": "1772431200000", "metric": '"temp"', "value": "41.5", "unit": '"degC"', "seq": "9"},
+}
+# JSON text that orjson and the standard library read differently (integers beyond 64 bits, which orjson
+# turns into floats; infinities; lone surrogates; a byte order mark) or alike but unusually.
+_odd_literals = st.one_of(
+    st.sampled_from(["1180591620717411303424", "-9223372036854775809", "18446744073709551615",
+                     "9223372036854775808", "9223372036854775807", "1e400", "-1e400", "1E2", "0.1e1", "-0.0",
+                     "9007199254740993", "1772431200000.0", '"\\ud800"', '"a\\u0000b"', '"\\u00e9"', "null",
+                     "true", '"running"', '"2026-03-02T06:00:00Z"', "1772431200000", '"M1"', "3", "0", "[]"]),
+    st.integers(-(1 << 70), 1 << 70).map(str),
+)
+
+
+_REQUIRED = {"ts", "state", "total", "processed", "metric", "value"}
+
+
+@st.composite
+def _odd_object(draw: st.DrawFn, kind: str, with_kind: bool) -> str:
+    fields = [(k, v) for k, v in _VALID_FIELDS[kind].items() if k in _REQUIRED or draw(st.integers(0, 4)) > 0]
+    for _ in range(draw(st.integers(0, 2))):  # an odd value in place, as a new field or a repeated one
+        how = draw(st.sampled_from(["replace", "replace", "add", "repeat"]))
+        if how == "replace":
+            i = draw(st.integers(0, len(fields) - 1))
+            fields[i] = (fields[i][0], draw(_odd_literals))
+        elif how == "add":
+            fields.append((draw(st.sampled_from([*_VALID_FIELDS[kind], "machine_id", "kind", "extra"])),
+                           draw(_odd_literals)))
+        else:  # the same name twice: the last one counts (both parsers)
+            i = draw(st.integers(0, len(fields) - 1))
+            fields.insert(draw(st.integers(0, i)), (fields[i][0], draw(_odd_literals)))
+    if with_kind:
+        fields.insert(0, ("kind", f'"{kind}"'))
+    return "{" + ", ".join(f'"{k}": {v}' for k, v in fields) + "}"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.data(), st.lists(_kinds, min_size=1, max_size=4), st.booleans(),
+       st.sampled_from(["utf-8", "utf-8-sig", "utf-16"]))
+def test_fast_path_matches_the_models_on_unusual_json(data: st.DataObject, kinds: list[str], as_batch: bool,
+                                                      encoding: str) -> None:
+    """Payloads that orjson (the fast path's parser) reads differently from the standard library's json
+    (the models' parser), or not at all, give exactly what the models give."""
+    fast, slow = JsonDecoder("j", known_machines=["M1", "M-2.x"]), _slow_decoder()
+    if as_batch:
+        texts = [("batch", '{"events": [' + ", ".join(data.draw(_odd_object(k, True)) for k in kinds) + "]}")]
+    else:
+        texts = [(k, data.draw(_odd_object(k, data.draw(st.booleans())))) for k in kinds]
+    for kind, text in texts * 2:  # twice: the second counter readings are deltas
+        payload = text.encode(encoding, "surrogatepass")
+        _same_items(fast.decode(f"andon/v1/M1/{kind}", payload), slow.decode(f"andon/v1/M1/{kind}", payload))
     assert fast.counters.baselines() == slow.counters.baselines()
 
 
