@@ -58,7 +58,9 @@ class Heartbeat:
     def observe(self, feed: str, events: Sequence[Event] = (), machines: Iterable[str] = ()) -> list[StateChange]:
         """Record that ``feed`` spoke (carrying ``events``, on behalf of ``machines`` and the events'
         machines). Returns the state changes that bring machines back from "no data"."""
-        state = self._feeds.setdefault(feed, _Feed())
+        state = self._feeds.get(feed)
+        if state is None:  # (not setdefault: a new _Feed per call reads the clock for nothing)
+            state = self._feeds[feed] = _Feed()
         state.last_seen = self._clock()
         state.last_seen_wall = self._wall()
         state.silent = False
