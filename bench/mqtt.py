@@ -22,6 +22,11 @@ Per run, with the same publisher and the same payloads:
 
 Rates are from the moment the publisher starts until the last message is processed (ceiling) or the last
 event is committed (collector). Order alternates between runs; figures are medians. Last line: JSON.
+
+Other processes on a shared machine move the rates; the collector's CPU time per message / per event
+moves much less, so each run also prints it, split by thread (``main``: the event loop, which decodes;
+``paho``: the network thread; ``writer``: the worker threads that build rows and COPY) and the part the
+cyclic garbage collector took. ``--profile`` adds cProfile of the event loop's thread.
 """
 
 from __future__ import annotations
