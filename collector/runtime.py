@@ -273,6 +273,12 @@ async def run(sources: list[Source], delivery: Delivery, stop_event: asyncio.Eve
     # objects by the hundred thousand per second) triggers now and then. As the API does at start-up.
     gc.collect()
     gc.freeze()
+    # Events in flight (decoded, not yet written) live some tenths of a second, long enough to survive a
+    # young collection; with the default middle threshold (10) most of them were traversed again in the
+    # middle generation and promoted into the full passes. A tenfold one lets most die there first:
+    # bench/mqtt.py, batched, 3 runs each way: GC 0.27 -> 0.18 s and 5.3 -> 4.95 us CPU per event.
+    young, _, old = gc.get_threshold()
+    gc.set_threshold(young, 100, old)
     stop = threading.Event()
     drain = threading.Thread(target=delivery.drain_forever, args=(stop,), daemon=True, name="spool-drain")
     drain.start()
