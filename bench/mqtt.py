@@ -22,6 +22,11 @@ Per run, with the same publisher and the same payloads:
 
 Rates are from the moment the publisher starts until the last message is processed (ceiling) or the last
 event is committed (collector). Order alternates between runs; figures are medians. Last line: JSON.
+
+Other processes on a shared machine move the rates; the collector's CPU time per message / per event
+moves much less, so each run also prints it, split by thread (``main``: the event loop, which decodes;
+``paho``: the network thread; ``writer``: the worker threads that build rows and COPY) and the part the
+cyclic garbage collector took. ``--profile`` adds cProfile of the event loop's thread.
 """
 
 from __future__ import annotations
@@ -31,9 +36,11 @@ import asyncio
 import contextlib
 import cProfile
 import datetime as dt
+import gc
 import getpass
 import io
 import json
+import os
 import pstats
 import signal
 import socket
@@ -269,6 +276,42 @@ def paho_ceiling(port: int, load: Load, publishers: int) -> tuple[float, float, 
     return target / (state["t"] - t0), target / (t_pub - t0), cpu_s
 
 
+class GcTimer:
+    """CPU seconds the cyclic garbage collector spends (in whichever thread it runs), via gc.callbacks."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._start = 0.0
+        gc.callbacks.append(self._note)
+
+    def _note(self, phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._start = time.thread_time()
+        else:
+            self.seconds += time.thread_time() - self._start
+
+
+GC_TIMER = GcTimer()
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds so far of this process's threads, by kind (Linux /proc): where the collector's time
+    goes (decoding in the event loop, paho's network thread, the writer's worker threads)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = float(os.sysconf("SC_CLK_TCK"))
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = names.get(int(task.name), "other")
+        kind = "main" if name == "MainThread" else "paho" if name.startswith("paho") else \
+            "writer" if name.startswith("asyncio") else name.rstrip("0123456789-_ ") or "other"
+        out[kind] = out.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 # --- the collector path ---------------------------------------------------------------------------------
 
 
@@ -298,7 +341,7 @@ def collector_rate(delivery: TimedDelivery, plant: Any, port: int, load: Load, p
         plant)
     expected = len(load.events)
 
-    cpu = {"s": 0.0}
+    cpu: dict[str, Any] = {"s": 0.0, "threads": {}}
 
     async def go() -> tuple[float, float, float]:
         stop = asyncio.Event()
@@ -317,10 +360,15 @@ def collector_rate(delivery: TimedDelivery, plant: Any, port: int, load: Load, p
                 profile.enable()
             t0 = time.perf_counter()
             c0 = time.process_time()
+            threads0 = thread_cpu()
+            gc0 = GC_TIMER.seconds
             t_pub = await asyncio.to_thread(publish, port, load, publishers)
             if not await asyncio.to_thread(delivery.reached.wait, TIMEOUT_S):
                 raise RuntimeError(f"collector stored {delivery.stats['written']} of {delivery.target}")
             cpu["s"] = time.process_time() - c0
+            cpu["threads"] = {name: round(s - threads0.get(name, 0.0), 3) for name, s in thread_cpu().items()
+                              if s - threads0.get(name, 0.0) > 0.005}
+            cpu["threads"]["gc (in those)"] = round(GC_TIMER.seconds - gc0, 3)
             if profile is not None:
                 profile.disable()
             return expected / (delivery.reached_at - t0), load.messages / (delivery.reached_at - t0), \
@@ -331,7 +379,8 @@ def collector_rate(delivery: TimedDelivery, plant: Any, port: int, load: Load, p
 
     ev_rate, msg_rate, pub_rate = asyncio.run(go())
     counters = {"messages_in": source.messages_in, "events_in": source.events_in, "rejected": source.rejected,
-                "acks_sent": source.acks_sent, "pub_msgs_per_s": round(pub_rate), "cpu_s": cpu["s"]}
+                "acks_sent": source.acks_sent, "pub_msgs_per_s": round(pub_rate), "cpu_s": cpu["s"],
+                "thread_cpu_s": cpu["threads"]}
     if source.rejected:
         raise RuntimeError(f"collector rejected {source.rejected}: {dict(source.rejection_reasons)}")
     return ev_rate, msg_rate, counters
@@ -449,7 +498,8 @@ def main() -> int:
                           f"collector QoS 1 {qos1:,.0f} msg/s ({qos1 / ceiling:.0%}), batched {batched:,.0f} "
                           f"events/s ({bcounters['messages_in']} messages), raw COPY {cp:,.0f} rows/s; collector CPU "
                           f"{qos1_cpu[-1]:.1f} us/message (QoS 1; paho parse-only {paho_cpu[-1]:.1f}), "
-                          f"{batched_cpu[-1]:.2f} us/event (batched)",
+                          f"{batched_cpu[-1]:.2f} us/event (batched); CPU s by thread: QoS 1 "
+                          f"{qcounters['thread_cpu_s']}, batched {bcounters['thread_cpu_s']}",
                           flush=True)
                     for prof in (prof_q, prof_b):
                         if prof is not None:

@@ -12,6 +12,7 @@ carries a state change of its own.
 from __future__ import annotations
 
 import datetime as dt
+import operator
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from andon.events import UTC, Event, MachineState, StateChange, content_key
 
 NO_DATA_REASON = "no_data"
+_machine_of = operator.attrgetter("machine_id")
 
 
 @dataclass
@@ -56,18 +58,19 @@ class Heartbeat:
     def observe(self, feed: str, events: Sequence[Event] = (), machines: Iterable[str] = ()) -> list[StateChange]:
         """Record that ``feed`` spoke (carrying ``events``, on behalf of ``machines`` and the events'
         machines). Returns the state changes that bring machines back from "no data"."""
-        state = self._feeds.setdefault(feed, _Feed())
+        state = self._feeds.get(feed)
+        if state is None:  # (not setdefault: a new _Feed per call reads the clock for nothing)
+            state = self._feeds[feed] = _Feed()
         state.last_seen = self._clock()
         state.last_seen_wall = self._wall()
         state.silent = False
         spoke = set(machines)
+        spoke.update(map(_machine_of, events))  # in C: a batch message carries thousands of events
         last_state = self._last_state
-        for event in events:
-            spoke.add(event.machine_id)
-            if isinstance(event, StateChange):
-                previous = last_state.get(event.machine_id)
-                if previous is None or event.ts >= previous.ts:
-                    last_state[event.machine_id] = event
+        for event in [e for e in events if type(e) is StateChange]:
+            previous = last_state.get(event.machine_id)
+            if previous is None or event.ts >= previous.ts:
+                last_state[event.machine_id] = event
         state.machines |= spoke
         if not self._offline or self._offline.isdisjoint(spoke):
             return []  # the common case: nothing comes back

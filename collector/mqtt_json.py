@@ -60,8 +60,11 @@ import json
 import math
 import re
 from collections.abc import Iterable
+from itertools import repeat
+from operator import le, truediv
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -83,6 +86,7 @@ from andon.events import (
     TelemetrySample,
     parse_state,
     sequence_key,
+    sequence_keyer,
 )
 from collector.base import Item, Rejection
 
@@ -197,6 +201,62 @@ _MAX_I64 = (1 << 63) - 1
 _MAX_EXACT = 1 << 53  # integer telemetry values converted to float exactly as the model does
 _METRIC_RE = re.compile(r"[A-Za-z0-9_.:/\-]+")
 _STATE_OK: dict[str, MachineState] = {s.value: s for s in MachineState}
+_COMMON_FIELDS = frozenset(("kind", "ts", "seq", "machine_id"))
+_FIELDS: dict[str, frozenset[str]] = {
+    "state": _COMMON_FIELDS | {"state", "reason_code", "fault_code"},
+    "count": _COMMON_FIELDS | {"total", "reject", "product"},
+    "counter": _COMMON_FIELDS | {"processed", "defective", "product"},
+    "telemetry": _COMMON_FIELDS | {"metric", "value", "unit"},
+}
+_from_timestamp = dt.datetime.fromtimestamp  # bound once: the fast path calls it for every event
+_isfinite = math.isfinite
+_get = dict.get
+# Column checks (JsonDecoder._columns): the set of a column's types must be exactly one of these.
+_JUST_DICT, _JUST_INT, _JUST_STR = frozenset((dict,)), frozenset((int,)), frozenset((str,))
+_JUST_FLOAT, _JUST_NONE = frozenset((float,)), frozenset((type(None),))
+_INT_OR_FLOAT = frozenset((int, float))
+_COLUMN_KINDS = frozenset(("state", "count", "telemetry"))
+
+
+def _ts_or_none(value: Any) -> dt.datetime | None:
+    """A ts column's value as _fast takes it (epoch ms in range or a string _parse_ts accepts), else None."""
+    if type(value) is int:
+        return _from_timestamp(value / 1000, UTC) if _MIN_TS_MS <= value < _MAX_TS_MS else None
+    if type(value) is str:
+        try:
+            return _parse_ts(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _state_or_none(value: str) -> MachineState | None:
+    try:
+        return parse_state(value)
+    except ValueError:
+        return None
+
+
+def _short_texts_or_none(column: list[Any]) -> bool:
+    """Every value null or a string of 1..64 characters (reason and fault codes, products)."""
+    texts = [v for v in column if v is not None]
+    return not texts or (set(map(type, texts)) == _JUST_STR and min(map(len, texts)) >= 1
+                         and max(map(len, texts)) <= 64)
+
+
+class _MachineKeys:
+    """What the fast path needs per machine: the prefix of its events' seq (``<machine>/``) and, per kind,
+    the idempotency key of a seq (andon.events.sequence_key) with that common start hashed once."""
+
+    __slots__ = ("count", "machine", "seq_prefix", "source_id", "state", "telemetry")
+
+    def __init__(self, source_id: str, machine: str) -> None:
+        self.source_id = source_id
+        self.machine = machine
+        self.seq_prefix = f"{machine}/"
+        self.state = sequence_keyer(source_id, "s", self.seq_prefix)
+        self.count = sequence_keyer(source_id, "c", self.seq_prefix)
+        self.telemetry = sequence_keyer(source_id, "t", self.seq_prefix)
 
 
 class _CounterReading:
@@ -282,17 +342,21 @@ class JsonDecoder:
         self.known_machines = frozenset(known_machines) if known_machines is not None else None
         self.counters = counters or CounterTracker()
         self._metrics_ok: set[str] = set()  # metric names that passed the pattern (fast path)
+        self._machines: dict[str, _MachineKeys] = {}  # per machine: its seq prefix and key functions
 
     def _reject(self, reason: str, topic_name: str, payload: bytes | None) -> Rejection:
         return Rejection(self.source_id, reason, payload=payload, topic=topic_name)
 
     def decode(self, topic_name: str, payload: bytes) -> list[Item]:
         try:
-            return self._decode(topic_name, payload)
+            fast = self._decode_fast(topic_name, payload)
+            return fast if fast is not None else self._decode(topic_name, payload)
         except Exception as exc:  # a bug must not kill the collector: keep the message as dead letter
             return [self._reject(f"internal error decoding message: {exc!r}", topic_name, payload)]
 
     def _decode(self, topic_name: str, payload: bytes) -> list[Item]:
+        """The reference path: the standard library's JSON parser and the pydantic models, which also word
+        every rejection. The fast path must give exactly what this gives, or leave the message to it."""
         parsed_topic = parse_topic(topic_name)
         if parsed_topic is None:
             return [self._reject(f"not an Andon JSON topic ({TOPIC_PREFIX}/<machine_id>/<kind>, kind one of "
@@ -314,9 +378,6 @@ class JsonDecoder:
             if "kind" in data and data["kind"] != kind:
                 return [self._reject(f"kind: {data['kind']!r} does not match the topic's {kind!r}", topic_name,
                                      payload)]
-            fast = self._fast(machine, kind, data)
-            if fast is not None:
-                return self._fast_items(machine, [fast], False, topic_name, payload)
             try:
                 message = _SINGLE[kind].model_validate({**data, "kind": kind})
             except ValidationError as exc:
@@ -331,9 +392,6 @@ class JsonDecoder:
             return [self._reject("events: must be a non-empty list", topic_name, payload)]
         if len(events) > MAX_BATCH_EVENTS:
             return [self._reject(f"events: {len(events)} events exceed {MAX_BATCH_EVENTS}", topic_name, payload)]
-        fast_batch = self._fast_batch(machine, events)
-        if fast_batch is not None:
-            return self._fast_items(machine, fast_batch, True, topic_name, payload)
         try:
             messages: list[Any] = _LIST_ADAPTER.validate_python(events)
             return self._to_items(machine, messages, list(range(len(messages))), topic_name, payload)
@@ -353,37 +411,198 @@ class JsonDecoder:
         return items
 
     # --- fast path ------------------------------------------------------------------------------------
-    # Plain, valid events (the overwhelming majority) are checked by hand and turned into canonical events
-    # directly, without building pydantic models. The checks accept a subset of what the models accept
-    # and give the same values; anything else (an error, an unusual shape) returns None and the message
-    # goes through the models, which also word the rejections. Nothing here changes state (the counter
-    # tracker is updated in _fast_items, after the whole message passed), so falling back is always safe.
+    # Plain, valid messages (the overwhelming majority) are parsed with orjson, checked by hand and turned
+    # into canonical events directly, without building pydantic models. The checks accept a subset of what
+    # the models accept and give the same values; anything else (an error, an unusual shape, a payload
+    # orjson reads differently from the standard library, such as integers beyond 64 bits, which it turns
+    # into floats) returns None and the message goes through _decode from its raw bytes. Nothing here
+    # changes state before the whole message passed (the counter tracker is updated last), so falling
+    # back is always safe.
 
-    def _fast_batch(self, machine: str, events: list[Any]) -> list[_Fast] | None:
-        out: list[_Fast] = []
+    def _decode_fast(self, topic_name: str, payload: bytes) -> list[Item] | None:
+        parsed_topic = parse_topic(topic_name)
+        if parsed_topic is None:
+            return None
+        machine, kind = parsed_topic
+        if self.known_machines is not None and machine not in self.known_machines:
+            return None
+        if len(payload) > (MAX_BATCH_BYTES if kind == "batch" else MAX_PAYLOAD_BYTES):
+            return None
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return None
+        if type(data) is not dict:
+            return None
+        keys = self._machines.get(machine) or self._machine_keys(machine)
         fast = self._fast
+        if kind != "batch":
+            if data.get("kind", kind) != kind:
+                return None
+            item = fast(keys, kind, data)
+            if item is None:
+                return None
+            if type(item) is _CounterReading:
+                return self._count_readings(machine, [item], False, topic_name, payload)
+            return [item]
+        events = data.get("events")
+        if len(data) != 1 or type(events) is not list or not 0 < len(events) <= MAX_BATCH_EVENTS:
+            return None
+        columns = self._columns(keys, events)
+        if columns is not None:
+            return columns
+        out: list[Any] = []
+        append = out.append
+        readings = False
         for raw in events:
             if type(raw) is not dict:
                 return None
-            kind = raw.get("kind")
-            if kind not in _EVENT_KINDS:
+            event_kind = raw.get("kind")
+            if event_kind not in _EVENT_KINDS:
                 return None
-            item = fast(machine, kind, raw)
+            item = fast(keys, event_kind, raw)
             if item is None:
                 return None
-            out.append(item)
-        return out
+            if event_kind == "counter":
+                readings = True
+            append(item)
+        return self._count_readings(machine, out, True, topic_name, payload) if readings else out
 
-    def _fast(self, machine: str, kind: str, d: dict[str, Any]) -> _Fast | None:
+    def _columns(self, keys: _MachineKeys, events: list[Any]) -> list[Item] | None:
+        """A batch checked column by column: the same rules as _fast, applied to each field of all events of
+        a kind at once by builtins running in C (map, set, min, max), so a batch of a thousand events costs
+        little more than building its events. None (the batch goes event by event): a field's column is not
+        of one plain shape, a counter reading, or a value that could be unhashable (TypeError)."""
+        try:
+            if set(map(type, events)) != _JUST_DICT:
+                return None
+            kinds = list(map(_get, events, repeat("kind")))
+            kind_set = set(kinds)
+            if not kind_set <= _COLUMN_KINDS:
+                return None
+            if len(kind_set) == 1:
+                return self._kind_columns(keys, kinds[0], events)
+            # Kinds mixed: checked per kind on the events sorted by kind (stable: each kind keeps its
+            # order), then put back in the message's order.
+            order = sorted(range(len(events)), key=kinds.__getitem__)
+            by_kind = list(map(events.__getitem__, order))
+            out: list[Item] = []
+            start = 0
+            for kind in sorted(kind_set):
+                end = start + kinds.count(kind)
+                part = self._kind_columns(keys, kind, by_kind[start:end])
+                if part is None:
+                    return None
+                out += part
+                start = end
+            back = sorted(range(len(order)), key=order.__getitem__)
+            return list(map(out.__getitem__, back))
+        except TypeError:  # an unhashable value (a list or an object) where a plain one belongs
+            return None
+
+    def _kind_columns(self, keys: _MachineKeys, kind: str, events: list[dict[str, Any]]) -> list[Item] | None:
+        n = len(events)
+        if not all(map(_FIELDS[kind].issuperset, events)):
+            return None  # an unknown field
+        # ts: epoch milliseconds in range, or strings _parse_ts takes.
+        raw_ts = list(map(_get, events, repeat("ts")))
+        if set(map(type, raw_ts)) == _JUST_INT:
+            if min(raw_ts) < _MIN_TS_MS or max(raw_ts) >= _MAX_TS_MS:
+                return None
+            ts = list(map(_from_timestamp, map(truediv, raw_ts, repeat(1000)), repeat(UTC)))
+        else:
+            ts = list(map(_ts_or_none, raw_ts))
+            if None in ts:
+                return None
+        # seq: all absent (or null), all strings of 1..64 characters, or all integers 0..2**63-1.
+        raw_seq = list(map(_get, events, repeat("seq")))
+        seq_types = set(map(type, raw_seq))
+        seq: Iterable[str | None]
+        key: Iterable[int]
+        if seq_types == _JUST_NONE:
+            seq, key = repeat(None, n), repeat(0, n)  # content keys, from the events' __post_init__
+        else:
+            if seq_types == _JUST_STR:
+                if min(map(len, raw_seq)) < 1 or max(map(len, raw_seq)) > 64:
+                    return None
+                rest = raw_seq
+            elif seq_types == _JUST_INT:
+                if min(raw_seq) < 0 or max(raw_seq) > _MAX_I64:
+                    return None
+                rest = list(map(str, raw_seq))
+            else:
+                return None
+            seq = list(map(keys.seq_prefix.__add__, rest))
+            key = list(map(getattr(keys, kind), rest))
+        if not set(map(_get, events, repeat("machine_id"))) <= {None, keys.machine}:
+            return None
+        machine, src = repeat(keys.machine, n), repeat(keys.source_id, n)
+        if kind == "telemetry":
+            metric = list(map(_get, events, repeat("metric")))
+            metric_set = set(metric)
+            if set(map(type, metric_set)) != _JUST_STR:
+                return None
+            for name in metric_set - self._metrics_ok:
+                if not self._metric_ok(name):
+                    return None
+            value = list(map(_get, events, repeat("value")))
+            value_types = set(map(type, value))
+            if value_types != _JUST_FLOAT:
+                if not value_types <= _INT_OR_FLOAT:
+                    return None
+                ints = [v for v in value if type(v) is int]
+                if min(ints) <= -_MAX_EXACT or max(ints) >= _MAX_EXACT:
+                    return None
+                value = list(map(float, value))
+            if not all(map(_isfinite, value)):
+                return None
+            unit = list(map(_get, events, repeat("unit"), repeat("")))
+            if set(map(type, unit)) != _JUST_STR or max(map(len, unit)) > 32:
+                return None
+            return list(map(TelemetrySample, machine, ts, metric, value, src, unit, seq, key))
+        if kind == "state":
+            raw_state = list(map(_get, events, repeat("state")))
+            if (set(map(type, raw_state)) != _JUST_STR or min(map(len, raw_state)) < 1
+                    or max(map(len, raw_state)) > 32):
+                return None
+            state = list(map(_STATE_OK.get, raw_state))
+            if None in state:
+                state = list(map(_state_or_none, raw_state))
+                if None in state:
+                    return None
+            reason = list(map(_get, events, repeat("reason_code")))
+            fault = list(map(_get, events, repeat("fault_code")))
+            if not (_short_texts_or_none(reason) and _short_texts_or_none(fault)):
+                return None
+            return list(map(StateChange, machine, ts, state, src, reason, fault, seq, key))
+        # count (counter readings never come here: the tracker takes them one by one)
+        total = list(map(_get, events, repeat("total")))
+        reject = list(map(_get, events, repeat("reject"), repeat(0)))
+        product = list(map(_get, events, repeat("product")))
+        if (set(map(type, total)) != _JUST_INT or set(map(type, reject)) != _JUST_INT or min(reject) < 0
+                or max(total) > 1_000_000 or not all(map(le, reject, total))
+                or not _short_texts_or_none(product)):
+            return None
+        return list(map(ProductionCount, machine, ts, total, reject, src, product, seq, key))
+
+    def _machine_keys(self, machine: str) -> _MachineKeys:
+        keys = _MachineKeys(self.source_id, machine)
+        if len(self._machines) >= 4096:
+            self._machines.clear()
+        self._machines[machine] = keys
+        return keys
+
+    def _fast(self, keys: _MachineKeys, kind: str, d: dict[str, Any]) -> _Fast | None:
         """One event object of ``kind`` (a "kind" key in it is already known to match): the event, or a
-        counter reading (machine, ts, processed, defective, product, seq) for the tracker; None: use the
-        models."""
+        counter reading for the tracker; None: leave the message to the models."""
+        if not d.keys() <= _FIELDS[kind]:
+            return None  # an unknown field: the models name it
         get = d.get
         raw_ts = get("ts")
         if type(raw_ts) is int:
             if not _MIN_TS_MS <= raw_ts < _MAX_TS_MS:
                 return None
-            ts = dt.datetime.fromtimestamp(raw_ts / 1000, tz=UTC)
+            ts = _from_timestamp(raw_ts / 1000, UTC)
         elif type(raw_ts) is str:
             try:
                 ts = _parse_ts(raw_ts)
@@ -391,26 +610,25 @@ class JsonDecoder:
                 return None
         else:
             return None
-        used = 1 + ("kind" in d)
-        seq: str | None = None
         raw_seq = get("seq")
+        seq: str | None = None
+        rest = ""
         if raw_seq is not None:
-            t = type(raw_seq)
-            if t is int:
+            if type(raw_seq) is str:
+                if not 0 < len(raw_seq) <= 64:
+                    return None
+                rest = raw_seq
+            elif type(raw_seq) is int:
                 if not 0 <= raw_seq <= _MAX_I64:
                     return None
-            elif t is not str or not 0 < len(raw_seq) <= 64:
+                rest = str(raw_seq)
+            else:
                 return None
-            seq = f"{machine}/{raw_seq}"
-            used += 1
-        elif "seq" in d:
-            used += 1
-        if "machine_id" in d:
-            mid = d["machine_id"]
-            if mid is not None and mid != machine:  # the models word the mismatch (or the bad id)
-                return None
-            used += 1
-        src = self.source_id
+            seq = keys.seq_prefix + rest
+        mid = get("machine_id")
+        if mid is not None and mid != keys.machine:  # the models word the mismatch (or the bad id)
+            return None
+        machine = keys.machine
         if kind == "telemetry":
             metric = get("metric")
             value = get("value")
@@ -419,7 +637,7 @@ class JsonDecoder:
                 return None
             tv = type(value)
             if tv is float:
-                if not math.isfinite(value):
+                if not _isfinite(value):
                     return None
             elif tv is int and -_MAX_EXACT < value < _MAX_EXACT:
                 value = float(value)
@@ -427,10 +645,8 @@ class JsonDecoder:
                 return None
             if type(unit) is not str or len(unit) > 32:
                 return None
-            used += 2 + ("unit" in d)
-            if used != len(d):
-                return None
-            return TelemetrySample(machine, ts, metric, value, src, unit=unit, seq=seq)
+            return TelemetrySample(machine, ts, metric, value, keys.source_id, unit, seq,
+                                   keys.telemetry(rest) if seq is not None else 0)
         if kind == "state":
             raw_state = get("state")
             reason = get("reason_code")
@@ -447,10 +663,8 @@ class JsonDecoder:
                 return None
             if not (fault is None or (type(fault) is str and 0 < len(fault) <= 64)):
                 return None
-            used += 1 + ("reason_code" in d) + ("fault_code" in d)
-            if used != len(d):
-                return None
-            return StateChange(machine, ts, state, src, reason_code=reason, fault_code=fault, seq=seq)
+            return StateChange(machine, ts, state, keys.source_id, reason, fault, seq,
+                               keys.state(rest) if seq is not None else 0)
         product = get("product")
         if not (product is None or (type(product) is str and 0 < len(product) <= 64)):
             return None
@@ -459,21 +673,14 @@ class JsonDecoder:
             reject = get("reject", 0)
             if type(total) is not int or type(reject) is not int or not 0 <= reject <= total <= 1_000_000:
                 return None
-            used += 1 + ("reject" in d) + ("product" in d)
-            if used != len(d):
-                return None
-            return ProductionCount(machine, ts, total, reject, src, product=product, seq=seq)
-        if kind == "counter":
-            processed = get("processed")
-            defective = get("defective", 0)
-            if (type(processed) is not int or type(defective) is not int
-                    or not 0 <= processed <= _MAX_I64 or not 0 <= defective <= _MAX_I64):
-                return None
-            used += 1 + ("defective" in d) + ("product" in d)
-            if used != len(d):
-                return None
-            return _CounterReading(ts, processed, defective, product, seq)
-        return None
+            return ProductionCount(machine, ts, total, reject, keys.source_id, product, seq,
+                                   keys.count(rest) if seq is not None else 0)
+        processed = get("processed")
+        defective = get("defective", 0)
+        if (type(processed) is not int or type(defective) is not int
+                or not 0 <= processed <= _MAX_I64 or not 0 <= defective <= _MAX_I64):
+            return None
+        return _CounterReading(ts, processed, defective, product, seq)
 
     def _metric_ok(self, metric: str) -> bool:
         if not 0 < len(metric) <= 128 or _METRIC_RE.fullmatch(metric) is None:
@@ -482,13 +689,13 @@ class JsonDecoder:
             self._metrics_ok.add(metric)
         return True
 
-    def _fast_items(self, machine: str, fast: list[_Fast], in_batch: bool, topic_name: str,
-                    payload: bytes) -> list[Item]:
-        """As _to_items, for what _fast returned."""
+    def _count_readings(self, machine: str, fast: list[Any], in_batch: bool, topic_name: str,
+                        payload: bytes) -> list[Item]:
+        """Counter readings -> deltas through the tracker, in order (as _to_items does for the models)."""
         out: list[Item] = []
         for index, item in enumerate(fast):
             if type(item) is not _CounterReading:
-                out.append(item)  # type: ignore[arg-type]
+                out.append(item)
                 continue
             src = self.source_id
             try:

@@ -24,22 +24,12 @@ every connect (Server/ServerStatus/CurrentTime) and source timestamps of fresh n
 checked for lying in the future; beyond ``clock_skew_threshold_s`` the skew is flagged (warning log,
 ``stats.skew_flags``, ``stats.clock_skew_s``) and the source timestamps are still used.
 
-PackML mapping (``preset: packml``, state = Status.StateCurrent), decisions documented here:
-
-* 6 Execute -> running;
-* 5/13/14 Suspended/Suspending/Unsuspending -> starved or blocked from Status.EquipmentStarved /
-  EquipmentBlocked (starved when both or neither are set: the line waits on upstream first);
-* 8/9/1 Aborting/Aborted/Clearing -> unplanned_stop (faults);
-* 10/11/12 Holding/Held/Unholding -> unplanned_stop (internal conditions);
-* 2/7 Stopped/Stopping -> **idle**: a Stop is an operator command, not a breakdown; counting it as
-  unplanned_stop would inflate the failure count behind MTBF. Inside planned production time idle is
-  still an availability loss, and outside it the shift calendar makes it not-scheduled. Override with
-  ``values: {2: unplanned_stop, 7: unplanned_stop}`` where a plant wants stops as downtime;
-* 3/15/16/17/4 Starting/Resetting/Completing/Complete/Idle -> idle;
-* 0 Undefined -> offline (no valid data); 18/19 (OPC 30050 composite super-states) are not leaf
-  states and are rejected;
-* Status.UnitModeCurrent overrides the state: 2 Maintenance -> planned_stop, 3 Manual -> setup (Execute
-  only counts as run time in Production mode); other modes use the state table.
+PackML mapping (``preset: packml``, state = Status.StateCurrent, mode = Status.UnitModeCurrent): the
+table and its decisions are in collector/packml.py, shared with the Sparkplug host (Execute -> running;
+Suspended by the Blocked/Starved flags; Aborted/Held and the like -> unplanned_stop; Stopped -> idle,
+override with ``values: {2: unplanned_stop, 7: unplanned_stop}`` where a plant wants stops as downtime;
+Maintenance mode -> planned_stop, Manual -> setup unless faulted). The same precedence of mode over
+state applies to every preset: a planned-stop mode first, then faults, then the mode, then the state.
 
 OPC 40001 MachineryItemState (``preset: machinery``): 3 Executing -> running, 2 NotExecuting -> idle,
 1 OutOfService -> unplanned_stop, 0 NotAvailable -> unplanned_stop (switched off inside planned time is
@@ -84,36 +74,25 @@ from andon.events import (
     parse_state,
 )
 from andon.plant import PlantModel
+from collector import packml
 from collector.base import Item, Rejection, Source, SourceReport
 
 log = logging.getLogger(__name__)
 UTC = dt.UTC
-SUSPENDED = "suspended"  # state-map target resolved by the blocked/starved flags
-StateTarget = MachineState | Literal["suspended"]
+StateTarget = packml.StateTarget
 
 # --- value-map presets ---------------------------------------------------------------------------------
 
 _M = MachineState
-PACKML_STATE_NAMES: dict[int, str] = {
-    0: "Undefined", 1: "Clearing", 2: "Stopped", 3: "Starting", 4: "Idle", 5: "Suspended", 6: "Execute",
-    7: "Stopping", 8: "Aborting", 9: "Aborted", 10: "Holding", 11: "Held", 12: "Unholding", 13: "Suspending",
-    14: "Unsuspending", 15: "Resetting", 16: "Completing", 17: "Complete",
-}
-_PACKML_BY_NUMBER: dict[int, StateTarget] = {
-    0: _M.OFFLINE,
-    1: _M.UNPLANNED_STOP, 8: _M.UNPLANNED_STOP, 9: _M.UNPLANNED_STOP,
-    10: _M.UNPLANNED_STOP, 11: _M.UNPLANNED_STOP, 12: _M.UNPLANNED_STOP,
-    2: _M.IDLE, 7: _M.IDLE,
-    3: _M.IDLE, 4: _M.IDLE, 15: _M.IDLE, 16: _M.IDLE, 17: _M.IDLE,
-    5: SUSPENDED, 13: SUSPENDED, 14: SUSPENDED,
-    6: _M.RUNNING,
-}
+PACKML_STATE_NAMES = packml.STATE_NAMES
 PACKML_STATE_MAP: dict[str, StateTarget] = {
-    **{str(k): v for k, v in _PACKML_BY_NUMBER.items()},
-    **{PACKML_STATE_NAMES[k].lower(): v for k, v in _PACKML_BY_NUMBER.items()},
+    **{str(k): v for k, v in packml.STATE_TARGETS.items()},
+    **{packml.STATE_NAMES[k].lower(): v for k, v in packml.STATE_TARGETS.items()},
 }
-PACKML_MODE_MAP: dict[str, MachineState] = {"2": _M.PLANNED_STOP, "maintenance": _M.PLANNED_STOP,
-                                            "3": _M.SETUP, "manual": _M.SETUP}
+PACKML_MODE_MAP: dict[str, MachineState] = {
+    **{str(k): v for k, v in packml.UNIT_MODE_STATES.items()},
+    **{packml.UNIT_MODE_NAMES[k].lower(): v for k, v in packml.UNIT_MODE_STATES.items()},
+}
 MACHINERY_STATE_MAP: dict[str, StateTarget] = {
     "0": _M.UNPLANNED_STOP, "notavailable": _M.UNPLANNED_STOP,
     "1": _M.UNPLANNED_STOP, "outofservice": _M.UNPLANNED_STOP,
@@ -161,8 +140,8 @@ def _map_keys(v: Any) -> Any:
 
 
 def _target(v: Any) -> StateTarget:
-    if isinstance(v, str) and v.strip().lower() == SUSPENDED:
-        return SUSPENDED
+    if isinstance(v, str) and v.strip().lower() == packml.SUSPENDED:
+        return packml.SUSPENDED
     return parse_state(v)
 
 
@@ -839,20 +818,9 @@ class OpcUaSource(Source):
                     rt.state_raw, rt.mapping.state.node if rt.mapping.state else None))
             return out
         mode_key = value_key(rt.mode_raw) if rt.mode_raw is not None else None
-        state: MachineState
-        if mode_key is not None and mode_key in rt.mode_map:
-            state = rt.mode_map[mode_key]
-        elif target == SUSPENDED:
-            default = rt.mapping.state.suspended_default if rt.mapping.state else "starved"
-            if rt.blocked and not rt.starved:
-                state = MachineState.BLOCKED
-            elif rt.starved:
-                state = MachineState.STARVED
-            else:
-                state = MachineState(default)
-        else:
-            assert isinstance(target, MachineState)
-            state = target
+        default = rt.mapping.state.suspended_default if rt.mapping.state else "starved"
+        state = packml.resolve(target, rt.mode_map.get(mode_key) if mode_key is not None else None,
+                               blocked=rt.blocked, starved=rt.starved, suspended_default=MachineState(default))
         fault = rt.stop_reason if state not in (MachineState.RUNNING, MachineState.OFFLINE) else None
         if rt.offline_since is not None:
             # After "no data", a state unchanged since before the outage still carries its old source

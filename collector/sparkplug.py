@@ -66,7 +66,9 @@ from google.protobuf.message import DecodeError, Message
 from pydantic import BaseModel, ConfigDict, Field
 
 from andon.events import UTC, CounterTracker, Event, MachineState, StateChange, TelemetrySample
+from collector import packml
 from collector.base import Item, Rejection
+from collector.packml import packml_to_machine_state  # the PackML table is shared with OPC UA
 
 NAMESPACE = "spBv1.0"
 PACKAGE = "org.eclipse.tahu.protobuf"
@@ -444,71 +446,6 @@ def state_payload(online: bool, timestamp_ms: int) -> bytes:
     return json.dumps({"online": online, "timestamp": timestamp_ms}, separators=(",", ":")).encode()
 
 
-# --- PackML mapping ------------------------------------------------------------------------------------
-
-# PackML state numbers (ISA-TR88.00.02, identical to PackTags Status.StateCurrent and OPC 30050).
-PACKML_STATES = {
-    0: "Undefined", 1: "Clearing", 2: "Stopped", 3: "Starting", 4: "Idle", 5: "Suspended", 6: "Execute",
-    7: "Stopping", 8: "Aborting", 9: "Aborted", 10: "Holding", 11: "Held", 12: "Unholding",
-    13: "Suspending", 14: "Unsuspending", 15: "Resetting", 16: "Completing", 17: "Complete",
-    18: "Cleared", 19: "Running",
-}
-UNIT_MODE_PRODUCTION, UNIT_MODE_MAINTENANCE, UNIT_MODE_MANUAL = 1, 2, 3
-_FAULT_STATES = frozenset({1, 8, 9, 10, 11, 12})
-_SUSPENDED_STATES = frozenset({5, 13, 14})
-
-
-def packml_to_machine_state(
-    state_number: int,
-    unit_mode: int | None = None,
-    *,
-    blocked: bool = False,
-    starved: bool = False,
-    unit_mode_states: Mapping[int, MachineState] | None = None,
-    suspended_without_flags: MachineState = MachineState.STARVED,
-) -> MachineState:
-    """PackML state (+ unit mode, interlock flags) -> Andon state. The decisions, and why:
-
-    * 6 Execute -> running (19 Running, the OPC 30050 super-state, likewise).
-    * 5/13/14 Suspended/Suspending/Unsuspending: by definition waiting for EXTERNAL conditions ->
-      blocked if the Blocked interlock is set, else starved if Starved is set (blocked wins when both
-      are: the machine cannot unload whatever it has), else ``suspended_without_flags`` (starved).
-    * 8/9/1 Aborting/Aborted/Clearing: a fault -> unplanned_stop.
-    * 10/11/12 Holding/Held/Unholding: INTERNAL conditions (jam, magazine refill, equipment fault) ->
-      unplanned_stop.
-    * 2/7 Stopped/Stopping -> idle: in PackML a fault goes through Aborting/Aborted; Stopped follows an
-      operator Stop command, so it is waiting, not a breakdown (it still counts against availability
-      inside planned production time; it just does not count as a failure for MTBF).
-    * 3/4/15/16/17/18 Starting/Idle/Resetting/Completing/Complete/Cleared -> idle (not producing,
-      not broken, waiting for a command or an order).
-    * 0 Undefined or an unknown number -> offline (no usable data).
-    * Unit mode: ``unit_mode_states`` overrides everything but faults (default: 2 Maintenance ->
-      planned_stop, 3 Manual -> setup); a fault in Manual mode stays unplanned_stop, a machine in
-      Maintenance mode is planned_stop whatever its state.
-    """
-    modes = {UNIT_MODE_MAINTENANCE: MachineState.PLANNED_STOP, UNIT_MODE_MANUAL: MachineState.SETUP}
-    if unit_mode_states is not None:
-        modes = dict(unit_mode_states)
-    by_mode = modes.get(unit_mode) if unit_mode is not None else None
-    if by_mode is MachineState.PLANNED_STOP:
-        return by_mode
-    if state_number in _FAULT_STATES:
-        return MachineState.UNPLANNED_STOP
-    if by_mode is not None:
-        return by_mode
-    if state_number in (6, 19):
-        return MachineState.RUNNING
-    if state_number in _SUSPENDED_STATES:
-        if blocked:
-            return MachineState.BLOCKED
-        if starved:
-            return MachineState.STARVED
-        return suspended_without_flags
-    if state_number in (2, 3, 4, 7, 15, 16, 17, 18):
-        return MachineState.IDLE
-    return MachineState.OFFLINE
-
-
 def normalize_metric_name(name: str) -> str:
     return name.replace("/", ".").strip().lower()
 
@@ -537,8 +474,7 @@ class SparkplugHostConfig(BaseModel):
     device_is_machine: bool = True
     suspended_without_flags: MachineState = MachineState.STARVED
     unit_mode_states: dict[int, MachineState] = Field(
-        default_factory=lambda: {UNIT_MODE_MAINTENANCE: MachineState.PLANNED_STOP,
-                                 UNIT_MODE_MANUAL: MachineState.SETUP}
+        default_factory=lambda: dict(packml.UNIT_MODE_STATES)
     )
 
 

@@ -155,10 +155,10 @@ def test_fuzzed_topics_and_payloads_never_raise(topic: str, payload: bytes) -> N
 
 
 def _slow_decoder() -> JsonDecoder:
-    """A decoder that always goes through the pydantic models (the fast path switched off)."""
+    """A decoder that always goes through the standard library's parser and the pydantic models (the fast
+    path switched off)."""
     decoder = JsonDecoder("j", known_machines=["M1", "M-2.x"])
-    decoder._fast = lambda *_a: None  # type: ignore[method-assign]
-    decoder._fast_batch = lambda *_a: None  # type: ignore[method-assign]
+    decoder._decode_fast = lambda *_a: None  # type: ignore[method-assign]
     return decoder
 
 
@@ -253,6 +253,112 @@ def test_fast_path_matches_the_models(objs: list[tuple[str, dict[str, Any], bool
     assert fast.counters.baselines() == slow.counters.baselines()
 
 
+_VALID_FIELDS = {
+    "state": {"ts": "1772431200000", "state": '"running"', "reason_code": '"R1"', "seq": "7"},
+    "count": {"ts": '"2026-03-02T06:00:00Z"', "total": "3", "reject": "1", "product": '"A"', "seq": '"s-1"'},
+    "counter": {"ts": "1772431200000", "processed": "1234", "defective": "5", "seq": "8"},
+    "telemetry": {"ts": "1772431200000", "metric": '"temp"', "value": "41.5", "unit": '"degC"', "seq": "9"},
+}
+# JSON text that orjson and the standard library read differently (integers beyond 64 bits, which orjson
+# turns into floats; infinities; lone surrogates; a byte order mark) or alike but unusually.
+_odd_literals = st.one_of(
+    st.sampled_from(["1180591620717411303424", "-9223372036854775809", "18446744073709551615",
+                     "9223372036854775808", "9223372036854775807", "1e400", "-1e400", "1E2", "0.1e1", "-0.0",
+                     "9007199254740993", "1772431200000.0", '"\\ud800"', '"a\\u0000b"', '"\\u00e9"', "null",
+                     "true", '"running"', '"2026-03-02T06:00:00Z"', "1772431200000", '"M1"', "3", "0", "[]"]),
+    st.integers(-(1 << 70), 1 << 70).map(str),
+)
+
+
+_REQUIRED = {"ts", "state", "total", "processed", "metric", "value"}
+
+
+@st.composite
+def _odd_object(draw: st.DrawFn, kind: str, with_kind: bool) -> str:
+    fields = [(k, v) for k, v in _VALID_FIELDS[kind].items() if k in _REQUIRED or draw(st.integers(0, 4)) > 0]
+    for _ in range(draw(st.integers(0, 2))):  # an odd value in place, as a new field or a repeated one
+        how = draw(st.sampled_from(["replace", "replace", "add", "repeat"]))
+        if how == "replace":
+            i = draw(st.integers(0, len(fields) - 1))
+            fields[i] = (fields[i][0], draw(_odd_literals))
+        elif how == "add":
+            fields.append((draw(st.sampled_from([*_VALID_FIELDS[kind], "machine_id", "kind", "extra"])),
+                           draw(_odd_literals)))
+        else:  # the same name twice: the last one counts (both parsers)
+            i = draw(st.integers(0, len(fields) - 1))
+            fields.insert(draw(st.integers(0, i)), (fields[i][0], draw(_odd_literals)))
+    if with_kind:
+        fields.insert(0, ("kind", f'"{kind}"'))
+    return "{" + ", ".join(f'"{k}": {v}' for k, v in fields) + "}"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.data(), st.lists(_kinds, min_size=1, max_size=4), st.booleans(),
+       st.sampled_from(["utf-8", "utf-8-sig", "utf-16"]))
+def test_fast_path_matches_the_models_on_unusual_json(data: st.DataObject, kinds: list[str], as_batch: bool,
+                                                      encoding: str) -> None:
+    """Payloads that orjson (the fast path's parser) reads differently from the standard library's json
+    (the models' parser), or not at all, give exactly what the models give."""
+    fast, slow = JsonDecoder("j", known_machines=["M1", "M-2.x"]), _slow_decoder()
+    if as_batch:
+        texts = [("batch", '{"events": [' + ", ".join(data.draw(_odd_object(k, True)) for k in kinds) + "]}")]
+    else:
+        texts = [(k, data.draw(_odd_object(k, data.draw(st.booleans())))) for k in kinds]
+    for kind, text in texts * 2:  # twice: the second counter readings are deltas
+        payload = text.encode(encoding, "surrogatepass")
+        _same_items(fast.decode(f"andon/v1/M1/{kind}", payload), slow.decode(f"andon/v1/M1/{kind}", payload))
+    assert fast.counters.baselines() == slow.counters.baselines()
+
+
+_valid_event = st.one_of(
+    st.fixed_dictionaries({"kind": st.just("telemetry"), "metric": st.sampled_from(["temp", "a/b:c.d-e_f", "m" * 128]),
+                           "value": st.one_of(st.floats(allow_nan=False, allow_infinity=False),
+                                              st.integers(-(1 << 53) + 1, (1 << 53) - 1))},
+                          optional={"unit": st.sampled_from(["", "mm/s", "u" * 32])}),
+    st.fixed_dictionaries({"kind": st.just("state"),
+                           "state": st.sampled_from(["running", "Fault", "no-data", "idle", " Down ", "changeover"])},
+                          optional={"reason_code": st.one_of(st.none(), st.text(min_size=1, max_size=64)),
+                                    "fault_code": st.sampled_from(["E101", None])}),
+    st.fixed_dictionaries({"kind": st.just("count"), "total": st.integers(0, 1_000_000)},
+                          optional={"reject": st.integers(0, 0), "product": st.sampled_from(["A", None, "p" * 64])}),
+)
+_valid_ts = st.one_of(st.integers(946_684_800_000, 7_258_118_399_999),
+                      st.sampled_from(["2026-03-02T06:00:00.250Z", "2026-03-02T07:00:00+01:00"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_valid_event, _valid_ts, st.one_of(st.none(), st.integers(0, (1 << 63) - 1),
+                                                             st.text(min_size=1, max_size=64)),
+                          st.sampled_from([None, "M1"])), min_size=1, max_size=40),
+       st.sampled_from(["int", "str", "none", "mixed"]), st.sampled_from(["int", "any"]))
+def test_batches_checked_by_column_match_event_by_event(
+        rows: list[tuple[dict[str, Any], Any, Any, str | None]], seq_shape: str, ts_shape: str) -> None:
+    """Valid batches (mostly one shape per field, as gateways send them) give the same events in the same
+    order whether checked column by column, event by event, or by the models."""
+    events = []
+    for i, (event, ts, seq, machine_id) in enumerate(rows):
+        body = {**event, "ts": ts if ts_shape == "any" or isinstance(ts, int) else 1772431200000 + i}
+        if "reject" in body:
+            body["reject"] = min(body["total"], i)
+        seq = {"int": i, "str": f"s{i}", "none": None, "mixed": seq}[seq_shape]
+        if seq is not None:
+            body["seq"] = seq
+        if machine_id is not None:
+            body["machine_id"] = machine_id
+        events.append(body)
+    payload = json.dumps({"events": events}).encode()
+    by_column = JsonDecoder("j", known_machines=["M1"])
+    by_event = JsonDecoder("j", known_machines=["M1"])
+    by_event._columns = lambda *_a: None  # type: ignore[method-assign]
+    columns_used = by_column._columns(by_column._machine_keys("M1"), json.loads(payload)["events"]) is not None
+    got = by_column.decode("andon/v1/M1/batch", payload)
+    _same_items(got, by_event.decode("andon/v1/M1/batch", payload))
+    _same_items(got, _slow_decoder().decode("andon/v1/M1/batch", payload))
+    assert len(got) == len(events) and all(not isinstance(i, Rejection) for i in got)
+    if seq_shape != "mixed" and (ts_shape == "int" or len({type(e["ts"]) for e in events}) == 1):
+        assert columns_used  # the common shapes do take the column path
+
+
 def test_fast_path_takes_the_common_shapes() -> None:
     decoder = JsonDecoder("j", known_machines=["M1"])
     decoder._to_items = None  # type: ignore[assignment,method-assign]  # the model path would fail
@@ -265,5 +371,12 @@ def test_fast_path_takes_the_common_shapes() -> None:
     items = decoder.decode("andon/v1/M1/batch", json.dumps(batch).encode())
     assert [type(i) for i in items] == [StateChange, ProductionCount, TelemetrySample]
     assert items[2].value == 41.0 and isinstance(items[2].value, float)
+    decoder._fast = None  # type: ignore[assignment,method-assign]  # nor event by event: by column
+    big = {"events": [{"kind": "telemetry", "ts": 1772431200000 + i, "metric": "temp", "value": i / 3, "seq": i}
+                      for i in range(2000)] + [{"kind": "state", "ts": 1772431200000, "state": "idle", "seq": "x"}]}
+    items = decoder.decode("andon/v1/M1/batch", json.dumps(big).encode())
+    assert len(items) == 2001 and items[1999].value == 1999 / 3 and items[2000].state is MachineState.IDLE
+    decoder = JsonDecoder("j", known_machines=["M1"])
+    decoder._to_items = None  # type: ignore[assignment,method-assign]
     single = decoder.decode("andon/v1/M1/state", b'{"ts": 1772431200000, "state": "fault", "seq": 7}')
     assert [i.state for i in single] == [MachineState.UNPLANNED_STOP]

@@ -132,6 +132,14 @@ async def drive_packml_scenario(srv: SimOpcUaServer, pause: float = 0.0) -> list
     await asyncio.sleep(pause)
     await parts(7, 2)
     await state(13, S.BLOCKED, blocked=True, starved=False)
+    # The PackML table shared with the Sparkplug host (collector/packml.py): both interlocks set -> blocked;
+    # a fault in Manual mode stays a fault (Manual alone is setup). After a publishing interval: the state
+    # node's queue (10 values) holds one interval's changes.
+    await asyncio.sleep(0.2)
+    await state(6, S.RUNNING)
+    await state(5, S.BLOCKED, blocked=True, starved=True)
+    await state(9, S.UNPLANNED_STOP, "7", stop_reason_id=7, unit_mode=3)
+    await state(2, S.SETUP, None, stop_reason_id=0)
     return expected
 
 

@@ -67,7 +67,7 @@ class EventWriter:
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
         self._machines: dict[str, int] = {}
-        self._units_seen: set[tuple[int, str]] = set()
+        self._units_seen: dict[str, set[int]] = {}  # metric -> machines whose unit is stored
         self._lock = threading.Lock()
         self.refresh_machines()
 
@@ -89,12 +89,20 @@ class EventWriter:
     # --- rows ---------------------------------------------------------------------------------------
     def _rows(self, events: Iterable[Event], result: WriteResult) -> tuple[dict[str, list[tuple[Any, ...]]],
                                                                            list[tuple[int, str, str]]]:
-        rows: dict[str, dict[tuple[int, dt.datetime, int] | tuple[int, str, dt.datetime, int],
-                             tuple[Any, ...]]] = {"state": {}, "count": {}, "telemetry": {}}
+        """Rows per kind in the tables' column order, and the units of channels not stored yet.
+
+        Rows repeating a key inside the batch are not weeded out here: the COPY then meets the unique
+        index, and the batch goes through the staging path, which stores the first of them (rare: a
+        redelivered message in the same batch as its original), so the common batch pays nothing."""
+        state_rows: list[tuple[Any, ...]] = []
+        count_rows: list[tuple[Any, ...]] = []
+        telemetry_rows: list[tuple[Any, ...]] = []
         units: list[tuple[int, str, str]] = []
-        units_in_batch: set[tuple[int, str]] = set()  # one upsert per new channel, not per sample
         machines = self._machines
+        units_seen = self._units_seen
+        units_in_batch: dict[str, set[int]] = {}
         state_codes = STATE_CODES
+        add_telemetry = telemetry_rows.append
         for ev in events:
             num = machines.get(ev.machine_id)
             if num is None:
@@ -107,21 +115,27 @@ class EventWriter:
             if ts.tzinfo is None:
                 result.rejected.append((ev, "timestamp without time zone"))
                 continue
-            if isinstance(ev, TelemetrySample):
-                rows["telemetry"][(num, ev.metric, ts, ev.key)] = (ts, num, ev.metric, ev.value, ev.source_id,
-                                                                   ev.key)
-                if ev.unit and (num, ev.metric) not in self._units_seen and (num, ev.metric) not in units_in_batch:
-                    units_in_batch.add((num, ev.metric))
-                    units.append((num, ev.metric, ev.unit))
-            elif isinstance(ev, StateChange):
-                rows["state"][(num, ts, ev.key)] = (ts, num, state_codes[ev.state], ev.reason_code,
-                                                    ev.fault_code, ev.source_id, ev.key)
-            elif isinstance(ev, ProductionCount):
-                rows["count"][(num, ts, ev.key)] = (ts, num, ev.total, ev.reject, ev.product, ev.source_id, ev.key,
-                                                    ev.total_counter, ev.reject_counter)
+            cls = type(ev)
+            if cls is TelemetrySample:
+                metric = ev.metric
+                add_telemetry((ts, num, metric, ev.value, ev.source_id, ev.key))
+                if ev.unit:
+                    # One upsert per new channel, not per sample (channels count as seen once stored).
+                    nums = units_seen.get(metric)
+                    if nums is None or num not in nums:
+                        in_batch = units_in_batch.setdefault(metric, set())
+                        if num not in in_batch:
+                            in_batch.add(num)
+                            units.append((num, metric, ev.unit))
+            elif cls is StateChange:
+                state_rows.append((ts, num, state_codes[ev.state], ev.reason_code, ev.fault_code, ev.source_id,
+                                   ev.key))
+            elif cls is ProductionCount:
+                count_rows.append((ts, num, ev.total, ev.reject, ev.product, ev.source_id, ev.key,
+                                   ev.total_counter, ev.reject_counter))
             else:  # pragma: no cover - the Event union is closed
                 result.rejected.append((ev, f"not a canonical event: {type(ev).__name__}"))
-        return {k: list(v.values()) for k, v in rows.items()}, units
+        return {"state": state_rows, "count": count_rows, "telemetry": telemetry_rows}, units
 
     # --- writing ------------------------------------------------------------------------------------
     def write(self, events: Iterable[Event], conn: psycopg.Connection | None = None) -> WriteResult:
@@ -138,7 +152,8 @@ class EventWriter:
         else:
             with self.pool.connection() as pooled:
                 self._write_rows(pooled, rows, units, result, n_rows)
-        self._units_seen.update((num, metric) for num, metric, _ in units)
+        for num, metric, _ in units:
+            self._units_seen.setdefault(metric, set()).add(num)
         return result
 
     def _write_rows(self, conn: psycopg.Connection, rows: dict[str, list[tuple[Any, ...]]],
