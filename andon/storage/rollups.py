@@ -220,7 +220,7 @@ def read_slices(conn: psycopg.Connection, items: list[tuple[MachineContext, dt.d
         # The running interval holding at `start` began at the first running event after the last
         # non-running one; it is a startup if that non-running state was one that starts a window. A
         # machine whose last state event is a startup window or more before `start` has run all along
-        # since: no look-up (the usual case at a whole hour).
+        # since: no look-up (a machine running steadily).
         running = [i for i, ((m, a, _), (before, _, _)) in enumerate(zip(items, got, strict=True))
                    if before is not None and before[1] == timeline.RUNNING and m.startup_window_s > 0
                    and before[0] > a - dt.timedelta(seconds=m.startup_window_s)]
