@@ -4,6 +4,7 @@ downtime derivation with manual reasons that survive re-derivation."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import random
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -12,8 +13,10 @@ import psycopg
 import pytest
 
 from andon.events import STATE_CODES, MachineState, ProductionCount, StateChange, TelemetrySample
-from andon.storage import db, plant_sync, queries, rollups
+from andon.plant import load_plant_model
+from andon.storage import db, plant_sync, queries, rollups, timeline
 from andon.storage.writer import EventWriter
+from api import service
 from tests.pgcluster import TempCluster
 
 UTC = dt.UTC
@@ -549,3 +552,121 @@ def test_day_grain_follows_the_watermark_through_a_day(fresh_db_url, caplog):
             conn.rollback()
     finally:
         pool.close()
+
+
+# --- startup rejects at window and rollup-hour edges --------------------------------------------------
+
+BERLIN = ZoneInfo("Europe/Berlin")
+STARTUP_DAY = dt.datetime(2026, 10, 20, tzinfo=BERLIN)  # a Tuesday, no DST change
+
+
+def _local(hh: int, mm: int = 0, ss: int = 0, day: int = 0) -> dt.datetime:
+    return (STARTUP_DAY + dt.timedelta(days=day, hours=hh, minutes=mm, seconds=ss)).astimezone(UTC)
+
+
+def _startup_edge_events() -> tuple[list, int, int]:
+    """Restarts a few minutes before local whole hours, each machine counting 10 parts with 1 reject at
+    :15 and :45 of every minute it runs; returns (events, startup rejects, all rejects) by construction.
+
+    L1-M3: a planned stop of 42 h (over a day: the look-back has to go past its first day) ending at
+    05:58:30; a 38-minute setup ending at 09:58:00; an unplanned stop 13:30-13:59 (its restart is no
+    startup); a 2-minute setup ending at 15:59:00. L1-M2: no data before its first run at 07:59:00 (no
+    data is offline, and a run from offline starts a startup window, as inside one period). Every
+    startup window (300 s) holds 10 counts, some before the whole hour and the rest after it."""
+    m3 = [(_local(12, day=-2), MachineState.PLANNED_STOP), (_local(5, 58, 30), MachineState.RUNNING),
+          (_local(9, 20), MachineState.SETUP), (_local(9, 58), MachineState.RUNNING),
+          (_local(13, 30), MachineState.UNPLANNED_STOP), (_local(13, 59), MachineState.RUNNING),
+          (_local(15, 57), MachineState.SETUP), (_local(15, 59), MachineState.RUNNING)]
+    m2 = [(_local(7, 59), MachineState.RUNNING)]
+    end = _local(0, day=1)
+    events: list = []
+    rejects = 0
+    for machine, changes in (("L1-M3", m3), ("L1-M2", m2)):
+        # (A last event at the end of the day: the rollups' watermark reaches it.)
+        events += [StateChange(machine, t, s, "t") for t, s in [*changes, (end, MachineState.RUNNING)]]
+        runs = [(t, changes[i + 1][0] if i + 1 < len(changes) else end)
+                for i, (t, s) in enumerate(changes) if s is MachineState.RUNNING]
+        for a, b in runs:
+            t = a + dt.timedelta(seconds=15)
+            while t < b:
+                events.append(ProductionCount(machine, t, 10, 1, "t"))
+                rejects += 1
+                t += dt.timedelta(seconds=30)
+    startups = 4  # 05:58:30, 09:58:00 and 15:59:00 on L1-M3, 07:59:00 on L1-M2 (13:59:00 follows a breakdown)
+    return events, 10 * startups, rejects
+
+
+def test_startup_rejects_are_the_same_whatever_the_window_and_rollup_cuts(fresh_db_url):
+    """Issue #5: a run straddling a window edge is clipped to it, so a day equals the sum of its hours. Here
+    the rollups are written hour by hour (as the live refresh does, each hour cut at its start) and the
+    startup rejects of the day come out the same from the stored hours, the stored day, a day computed
+    in one piece, windows cut inside the startup windows and the OEE answer, and equal the count known
+    by construction."""
+    events, startup, rejects = _startup_edge_events()
+    _write(fresh_db_url, events)
+    day0, day1 = _local(0), _local(0, day=1)
+    now = day1 + dt.timedelta(hours=1)
+    machines = ["L1-M2", "L1-M3"]
+    with psycopg.connect(fresh_db_url) as conn:
+        ctx = rollups.load_context(conn)
+        # The live refresher: each run writes the hours ended since the last one.
+        for hour in range(25):
+            rollups.refresh(conn, ctx, now=day0 + dt.timedelta(hours=hour))
+            conn.commit()
+        assert conn.execute("select min(covered_to) from rollup_watermarks").fetchone()[0] == day1
+        hourly = queries.periods(conn, ctx, machines, day0, day1, now=now)
+        assert hourly["period_end"].max() == day1  # all stored hours, nothing computed live
+        daily = queries.periods(conn, ctx, machines, day0, day1, now=now, grain="day")
+        one_piece = [r for m in machines for r in rollups.compute_periods(
+            conn, ctx.by_id[m], day0, day1, day1 + dt.timedelta(hours=1))]
+        # Windows whose edges fall inside the startup windows (after each whole hour, before the 10th count).
+        cuts = [day0, _local(6, 1, 30), _local(8, 2), _local(10, 0, 40), _local(16, 3), day1]
+        pieces = [queries.periods(conn, ctx, machines, a, b, now=now) for a, b in itertools.pairwise(cuts)]
+        assert hourly["reject_count"].sum() == rejects
+        assert {
+            "stored hours": hourly["startup_rejects"].sum(),
+            "stored day": daily["startup_rejects"].sum(),
+            "day in one piece": sum(r[rollups.ROLLUP_COLUMNS.index("startup_rejects")] for r in one_piece),
+            "windows cut in startup windows": sum(p["startup_rejects"].sum() for p in pieces),
+        } == dict.fromkeys(("stored hours", "stored day", "day in one piece", "windows cut in startup windows"),
+                           startup)
+        # Through the API's own path: startup vs production rejects of the day, of its hours summed.
+        periods, stops = service.load(conn, ctx, machines, day0, day1, now, grain=None)
+        answer = service.oee_answer(periods, stops, ctx, now, "hour", BERLIN)
+        six = answer["oee"]["six_big_losses"]
+        assert (six["startup_reject_count"], six["production_reject_count"]) == (startup, rejects - startup)
+        buckets = [b["six_big_losses"] for b in answer["buckets"]]
+        assert sum(b["startup_reject_count"] for b in buckets) == startup
+        assert sum(b["production_reject_count"] for b in buckets) == rejects - startup
+
+
+def test_startup_window_cut_by_a_window_edge_in_the_pure_path():
+    """timeline.integrate (the computation behind rollups and live edges, no I/O): a day integrated in one
+    piece equals the day cut inside a startup window when the second piece is told the run's start
+    (startup_since); without it the rejects after the cut would be production rejects."""
+    events, _, _ = _startup_edge_events()
+    ev = sorted((e for e in events if e.machine_id == "L1-M3"), key=lambda e: e.ts)
+    states = [e for e in ev if isinstance(e, StateChange)]
+    counts = [e for e in ev if isinstance(e, ProductionCount)]
+    day0, day1, cut, run_start = _local(0), _local(0, day=1), _local(10, 1, 10), _local(9, 58)
+    plant = load_plant_model(Path(__file__).resolve().parent.parent / "config" / "plant.yaml")
+    calendar = plant.sites[0].calendar
+
+    def integrate(a: dt.datetime, b: dt.datetime, initial: MachineState, since: dt.datetime | None):
+        inside = [e for e in states if a < e.ts < b]
+        mine = [e for e in counts if a <= e.ts < b]
+        grid = timeline.period_grid(calendar, BERLIN, a, b)
+        sums = timeline.integrate(grid, [e.ts for e in inside], [STATE_CODES[e.state] for e in inside],
+                                  STATE_CODES[initial], None, [e.ts for e in mine], [e.total for e in mine],
+                                  [e.reject for e in mine], [e.total * 1.0 for e in mine], 300.0, since)
+        return grid, sums
+
+    startup_col = timeline.N_STATES + 2
+    _, whole = integrate(day0, day1, MachineState.PLANNED_STOP, None)
+    _, before = integrate(day0, cut, MachineState.PLANNED_STOP, None)
+    _, after = integrate(cut, day1, MachineState.RUNNING, run_start)
+    _, unknown = integrate(cut, day1, MachineState.RUNNING, None)  # what a cut without the run's start gives
+    assert whole[:, startup_col].sum() == 30
+    assert before[:, startup_col].sum() + after[:, startup_col].sum() == 30
+    # The 4 counts 10:01:15-10:02:45 would be lost.
+    assert unknown[:, startup_col].sum() == after[:, startup_col].sum() - 4

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import itemgetter
 from zoneinfo import ZoneInfo
@@ -120,10 +121,15 @@ _STATES_MANY = ("select machine, ts, state from state_events where machine = any
                 "order by machine, ts, key")
 _COUNTS_MANY = ("select machine, ts, total, reject, product from count_events where machine = any(%s) "
                 "and ts >= %s and ts < %s order by machine, ts")
+# The last state change before each time `at` that either is not running or is at or before `since`
+# (`at` less a startup window): the state the run holding at `at` started from, however long that state
+# lasted (a setup of an hour, a weekend's planned stop), or a running event showing that the run began a
+# whole startup window or more before `at`. Backwards from `at` it passes only the running events of
+# the last startup window.
 _PREV_STOP_MANY = (
     "select p.ts, p.state from unnest(%s::int[], %s::timestamptz[], %s::timestamptz[]) with ordinality "
     "i (machine, at, since, n) left join lateral (select ts, state from state_events s where s.machine = i.machine "
-    "and s.ts < i.at and s.state <> %s and s.ts > i.since and s.ts > %s and s.ts < %s "
+    "and s.ts < i.at and (s.state <> %s or s.ts <= i.since) and s.ts > %s and s.ts < %s "
     "order by s.ts desc, s.key desc limit 1) p on true order by i.n"
 )
 _RUN_START_MANY = (
@@ -133,19 +139,53 @@ _RUN_START_MANY = (
 )
 
 
+_EVER = dt.datetime.min.replace(tzinfo=UTC)
+
+
+def _look_back(look: Callable[[list[int], dt.datetime], list[tuple]], n: int, near: dt.datetime) -> list[tuple]:
+    """The rows of a look-back for items 0..n-1 (`look(items, lower bound)`): first down to `near`, then
+    without a bound for the items that found nothing there (their first column None)."""
+    found = look(list(range(n)), near)
+    missing = [i for i, row in enumerate(found) if row[0] is None]
+    if missing:
+        for i, row in zip(missing, look(missing, _EVER), strict=True):
+            found[i] = row
+    return found
+
+
 def _states_before(conn: psycopg.Connection, nums: list[int], ats: list[dt.datetime]) -> list[tuple | None]:
     """(ts, state) of each machine's last state event at or before its time (None: there is none)."""
     if not nums:
         return []
     hi = max(ats)
-    found = conn.execute(_BEFORE_MANY, (nums, ats, min(ats) - _BEFORE_FIRST_LOOK, hi)).fetchall()
-    missing = [i for i, row in enumerate(found) if row[0] is None]
-    if missing:
-        earlier = conn.execute(_BEFORE_MANY, ([nums[i] for i in missing], [ats[i] for i in missing],
-                                              dt.datetime.min.replace(tzinfo=UTC), hi)).fetchall()
-        for i, row in zip(missing, earlier, strict=True):
-            found[i] = row
+    found = _look_back(lambda idx, lo: conn.execute(_BEFORE_MANY, (
+        [nums[i] for i in idx], [ats[i] for i in idx], lo, hi)).fetchall(), len(nums), min(ats) - _BEFORE_FIRST_LOOK)
     return [None if row[0] is None else row for row in found]
+
+
+def _run_starts_from(conn: psycopg.Connection, nums: list[int], ats: list[dt.datetime], sinces: list[dt.datetime]
+                     ) -> list[dt.datetime | None]:
+    """For machines running at their time `at`: when that run began, if it began after `since` (`at` less
+    the startup window) from a state that starts a startup window (else None). The state it began from
+    is the last non-running one before it however long ago (no state event at all: no data, offline)."""
+    if not nums:
+        return []
+    hi = max(ats)
+    prevs = _look_back(lambda idx, lo: conn.execute(_PREV_STOP_MANY, (
+        [nums[i] for i in idx], [ats[i] for i in idx], [sinces[i] for i in idx], timeline.RUNNING, lo, hi)).fetchall(),
+        len(nums), min(sinces) - _BEFORE_FIRST_LOOK)
+    # From the non-running state before it (or the start of the data); a running event at or before
+    # `since` means the run began a whole startup window before `at` or earlier.
+    starting = {i: _EVER if prev[0] is None else prev[0] for i, prev in enumerate(prevs)
+                if prev[0] is None or prev[1] in timeline.STARTUP_FROM}
+    out: list[dt.datetime | None] = [None] * len(nums)
+    if starting:
+        afters, at_of = list(starting.values()), [ats[i] for i in starting]
+        found = conn.execute(_RUN_START_MANY, (timeline.RUNNING, min(afters), max(at_of),
+                                               [nums[i] for i in starting], afters, at_of)).fetchall()
+        for i, row in zip(starting, found, strict=True):
+            out[i] = row[0]
+    return out
 
 
 def read_slice(conn: psycopg.Connection, m: MachineContext, start: dt.datetime, end: dt.datetime) -> RawSlice:
@@ -178,23 +218,15 @@ def read_slices(conn: psycopg.Connection, items: list[tuple[MachineContext, dt.d
         befores = _states_before(conn, [m.num for m, _, _ in items], [a for _, a, _ in items])
         got = [(before, states_of.get(i, []), counts_of.get(i, [])) for i, before in enumerate(befores)]
         # The running interval holding at `start` began at the first running event after the last
-        # non-running one; it is a startup if that non-running state was one that starts a window.
-        running = [i for i, ((m, _, _), (before, _, _)) in enumerate(zip(items, got, strict=True))
-                   if before is not None and before[1] == timeline.RUNNING and m.startup_window_s > 0]
-        prevs: dict[int, tuple] = {}
-        if running:
-            ats = [items[i][1] for i in running]
-            sinces = [items[i][1] - dt.timedelta(seconds=items[i][0].startup_window_s) for i in running]
-            found = conn.execute(_PREV_STOP_MANY, ([items[i][0].num for i in running], ats, sinces,
-                                                   timeline.RUNNING, min(sinces), max(ats))).fetchall()
-            prevs = {i: prev for i, prev in zip(running, found, strict=True)
-                     if prev[0] is not None and prev[1] in timeline.STARTUP_FROM}
-        run_starts: dict[int, dt.datetime | None] = {}
-        if prevs:
-            afters, ats = [prev[0] for prev in prevs.values()], [items[i][1] for i in prevs]
-            found = conn.execute(_RUN_START_MANY, (timeline.RUNNING, min(afters), max(ats),
-                                                   [items[i][0].num for i in prevs], afters, ats)).fetchall()
-            run_starts = {i: row[0] for i, row in zip(prevs, found, strict=True)}
+        # non-running one; it is a startup if that non-running state was one that starts a window. A
+        # machine whose last state event is a startup window or more before `start` has run all along
+        # since: no look-up (a machine running steadily).
+        running = [i for i, ((m, a, _), (before, _, _)) in enumerate(zip(items, got, strict=True))
+                   if before is not None and before[1] == timeline.RUNNING and m.startup_window_s > 0
+                   and before[0] > a - dt.timedelta(seconds=m.startup_window_s)]
+        run_starts = dict(zip(running, _run_starts_from(
+            conn, [items[i][0].num for i in running], [items[i][1] for i in running],
+            [items[i][1] - dt.timedelta(seconds=items[i][0].startup_window_s) for i in running]), strict=True))
     out = []
     for i, ((m, _, _), (before, states, counts)) in enumerate(zip(items, got, strict=True)):
         out.append(RawSlice(
