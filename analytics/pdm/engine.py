@@ -2,9 +2,12 @@
 
 ``fit_model(history)`` computes features and labels, fits the per-machine health pipelines on healthy
 samples, the Weibull prior, the classifier (with GroupKFold-by-machine out-of-fold predictions used to
-measure it and to choose the act threshold) and the RUL regressor. ``PdmModel.score(history)`` returns
-every sample's probability, health, level and RUL; ``PdmModel.latest(history)`` one risk per machine with
-lead time, drivers in words and data-quality issues. Pure: DataFrames in, results out.
+measure it and to choose the act threshold) and the RUL regressor. It accepts several histories (other
+plants, or simulated fleets with randomised wear and sensor parameters), and, when an act horizon shorter
+than H is configured, also an act classifier for it, kept only if it warns better out of fold.
+``PdmModel.score(history)`` returns every sample's probability, health, level and RUL;
+``PdmModel.latest(history)`` one risk per machine with lead time, drivers in words and data-quality
+issues. Pure: DataFrames in, results out.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ Per channel (vibration RMS, bearing temperature, motor current, cycle time), fro
   checks are used; the others are *invalid* for that channel. The checks: out-of-range samples, a flat
   line at zero, a stuck value (no change at all while running), dropout (far fewer samples than the
   channel's usual count), clock jump (far more: samples from another hour landed in the bin);
+- ambient-driven channels (bearing temperature) first lose the fleet's common mode: the hall's daily
+  temperature cycle moves every machine at once, wear moves one (``remove_common_mode``);
 - the level is the bin's median, compared to the machine's own baseline *for the product it was making*
   (operating regime): ``level = median / baseline - 1``. The baseline of a (machine, channel, product)
   is a low quantile of the first ``baseline_running_h`` running hours of that product, so a product

@@ -8,6 +8,10 @@
   input is constrained to act monotonically upward (more wear evidence never lowers the probability),
   validated with GroupKFold by machine. Trained on the samples plus copies with the wear signals scaled
   down (``augment_gain``): another plant's sensors may show the same wear weaker than this fleet's did.
+  Its inputs include, per channel, the running hours until the level reaches the level it had just
+  before the training failures at its recent rate (``TimeToFailureLevel``): a degradation rate, so a
+  slow and a fast wear at the same level are told apart. The same pipeline serves the act classifier
+  ("fails within the act horizon", see engine.fit_model).
 - ``rul``: remaining running hours to the failure, trained on samples that precede a failure.
 - ``weibull``: the age-based hazard of in-scope failures (running hours since the last repair), fitted
   on the fleet's times to failure with the right-censored survivors, used as a prior input.
