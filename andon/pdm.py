@@ -6,7 +6,7 @@
   data; otherwise it is stored as 'rejected' with the reason.
 - ``score(url_or_conn)`` scores every promoted scope's machines on the recent window, stores the risks,
   opens an alert when a machine crosses into "act" (at most one open alert per machine: the database
-  enforces it) and closes it when the probability falls below the release threshold. Webhooks are called
+  enforces it) and closes it when the act probability falls below the release threshold. Webhooks are called
   once per alert (retried on failure up to ``webhook_max_attempts``, never re-sent once delivered).
 - ``scoring_loop(stop_event, settings)`` is what the API service runs in a background thread.
 
@@ -36,8 +36,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from analytics.pdm.data import FleetHistory, bin_activity
 from analytics.pdm.engine import PdmModel, TrainConfig, fit_model
-from analytics.pdm.evaluation import evaluate
-from analytics.pdm.features import FeatureConfig, label_samples
+from analytics.pdm.features import FeatureConfig
 from andon.calendar import expand
 from andon.settings import Settings, get_settings
 from andon.storage import db, queries
@@ -201,9 +200,7 @@ def train(url_or_conn: str | psycopg.Connection, *, scope: str, start: dt.dateti
         status, reason, prev_quality = "promoted", "first model for this scope", None
         if prev is not None:
             prev_model = deserialize(prev[2], prev[3])
-            scored = label_samples(prev_model.score(history), history.failures, prev_model.horizon_h)
-            prev_ev = evaluate(scored, history.failures, release_p=prev_model.thresholds.release_probability,
-                               start=history.start, end=history.end, horizon_h=prev_model.horizon_h).to_dict()
+            prev_ev = prev_model.evaluate(history, warmup_days=0.0)[0].to_dict()
             prev_quality = model_quality(prev_ev)
             metrics["previous_on_same_window"] = {"version": prev[0], "quality": prev_quality, **prev_ev}
             if quality + ps.promote_tolerance < prev_quality and not force:
@@ -273,7 +270,8 @@ def score(url_or_conn: str | psycopg.Connection, *, now: dt.datetime | None = No
                         conn, ctx, r["machine"], opened_at=r["ts"], model_version=version,
                         probability=r["probability"], lead_time_h=r["lead_time_h"], drivers=r["drivers"],
                         webhook_status="pending" if ps.webhooks else "none")
-                elif r["probability"] < model.thresholds.release_probability:
+                elif r.get("act_probability", r["probability"]) < model.thresholds.release_probability:
+                    # The probability that raised act (the act classifier's) also closes the alert.
                     store.close_alert(conn, ctx, r["machine"], r["ts"])
             conn.commit()
             results.extend(risks)

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Benchmark of the predictive-maintenance risk engine on simulated fleets with ground truth.
 
-Trains on one fleet (seed, parameters) and evaluates on a fleet the model never saw: another seed,
-other machines, other wear parameters (onset, duration, form, signal gains), another product mix with a
-stronger product effect, more sensor faults, planned maintenance stops. Prints the report; the last
+Trains on one fleet (seed, parameters) plus, by default, two fleets with randomised wear and sensor
+parameters (domain randomisation, seeds following the training seed), and evaluates on a fleet the
+model never saw: another seed, other machines, other wear parameters (onset, duration, form, signal
+gains), another product mix with a stronger product effect, more sensor faults, planned maintenance
+stops. Nothing about the evaluation fleet (its seed or its parameters) is used in training or in
+choosing thresholds: those are chosen on out-of-fold predictions of the training fleets. Prints the report; the last
 line is one JSON object with warned_share, premature_share, precision_at_k,
 false_alarms_per_machine_week and the rest of the measurements.
 
@@ -17,9 +20,11 @@ import datetime as dt
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -27,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from analytics.pdm.data import FleetHistory, history_from_truth
 from analytics.pdm.engine import PdmModel, TrainConfig, fit_model
 from analytics.pdm.evaluation import act_during
+from analytics.pdm.features import FeatureConfig
 from andon.plant import PlantModel
 from simulator.config import SimulationConfig
 from simulator.simulation import simulate
@@ -76,21 +82,68 @@ def fleet_plant(prefix: str, machines: int, *, days: int, start: dt.datetime = S
     })
 
 
-def fleet_config(prefix: str, machines: int, variant: str, *, telemetry_every_s: float = 10.0) -> SimulationConfig:
+@dataclass(frozen=True)
+class FleetParams:
+    """The wear and signal parameters of one simulated fleet (what a model could overfit to)."""
+
+    failure_scale_h: float = 45.0  # random breakdowns (out of scope): Weibull scale
+    product_b_factor: float = 1.15  # product B's vibration / current baseline relative to A
+    vibration_gain: float = 4.0
+    temp_health_rise_c: float = 25.0
+    current_health_gain_a: float = 4.0
+    sensor_faults_per_30d: float = 1.0
+    onset_scale_h: float = 120.0  # + 20 h per machine kind
+    duration_median_h: float = 50.0  # + 5 h per machine kind
+    gamma_kinds_odd: bool = True  # gamma wear on odd machine kinds (exponential on even), or the reverse
+    product_a_share: float = 0.6
+    lot_mean: float = 400.0
+
+
+TRAIN = FleetParams()
+# The unseen fleet: every parameter above differs (weaker sensor gains, earlier and faster wear, the
+# forms swapped between machine kinds, a stronger product effect, more sensor faults).
+TEST = FleetParams(failure_scale_h=60.0, product_b_factor=1.25, vibration_gain=3.0, temp_health_rise_c=20.0,
+                   current_health_gain_a=3.0, sensor_faults_per_30d=1.5, onset_scale_h=90.0, duration_median_h=40.0,
+                   gamma_kinds_odd=False, product_a_share=0.5, lot_mean=300.0)
+VARIANTS = {"train": TRAIN, "test": TEST}
+
+
+def randomised_params(seed: int) -> FleetParams:
+    """Domain randomisation for extra training fleets: every sensor gain from 0.55 to 1.1 of the
+    training fleet's, wear onset, duration and product effect varied, forms assigned either way. Seeded,
+    so a training run is reproducible."""
+    rng = np.random.default_rng(seed)
+
+    def vary(x: float, lo: float, hi: float) -> float:
+        return float(round(x * rng.uniform(lo, hi), 2))
+
+    return FleetParams(
+        failure_scale_h=vary(TRAIN.failure_scale_h, 0.8, 1.5), product_b_factor=float(round(rng.uniform(1.05, 1.3), 2)),
+        vibration_gain=vary(TRAIN.vibration_gain, 0.55, 1.1),
+        temp_health_rise_c=vary(TRAIN.temp_health_rise_c, 0.55, 1.1),
+        current_health_gain_a=vary(TRAIN.current_health_gain_a, 0.55, 1.1),
+        sensor_faults_per_30d=vary(TRAIN.sensor_faults_per_30d, 0.8, 1.8),
+        onset_scale_h=vary(TRAIN.onset_scale_h, 0.7, 1.1), duration_median_h=vary(TRAIN.duration_median_h, 0.75, 1.15),
+        gamma_kinds_odd=bool(rng.random() < 0.5), product_a_share=float(round(rng.uniform(0.4, 0.7), 2)),
+        lot_mean=float(round(rng.uniform(250, 450))))
+
+
+def fleet_config(prefix: str, machines: int, variant: str | FleetParams, *,
+                 telemetry_every_s: float = 10.0) -> SimulationConfig:
     """Wear on most machines, healthy ones that never fail, confounders everywhere.
 
     variant "train" and "test" differ in every wear and signal parameter the model could overfit to."""
-    test = variant == "test"
+    fp = VARIANTS[variant] if isinstance(variant, str) else variant
     rates = dict.fromkeys(("vibration_rms", "bearing_temp", "motor_current", "cycle_time"), telemetry_every_s)
     defaults: dict[str, Any] = {
-        "failures": {"time_between": {"dist": "weibull", "shape": 1.1, "scale": 60 if test else 45, "unit": "h"}},
+        "failures": {"time_between": {"dist": "weibull", "shape": 1.1, "scale": fp.failure_scale_h, "unit": "h"}},
         "telemetry": {
             "rates_s": rates,
-            "product_factors": {"A": 1.0, "B": 1.25 if test else 1.15},
-            "vibration_gain": 3.0 if test else 4.0,
-            "temp_health_rise_c": 20.0 if test else 25.0,
-            "current_health_gain_a": 3.0 if test else 4.0,
-            "sensor_faults": {"rate_per_30d": 1.5 if test else 1.0},
+            "product_factors": {"A": 1.0, "B": fp.product_b_factor},
+            "vibration_gain": fp.vibration_gain,
+            "temp_health_rise_c": fp.temp_health_rise_c,
+            "current_health_gain_a": fp.current_health_gain_a,
+            "sensor_faults": {"rate_per_30d": fp.sensor_faults_per_30d},
         },
     }
     per_machine: dict[str, dict[str, Any]] = {}
@@ -100,25 +153,25 @@ def fleet_config(prefix: str, machines: int, variant: str, *, telemetry_every_s:
         if kind == 4:
             per_machine[mid] = {"never_fails": True}
             continue
-        form = "gamma" if (kind % 2 == 1) != test else "exponential"
+        form = "gamma" if (kind % 2 == 1) == fp.gamma_kinds_odd else "exponential"
         per_machine[mid] = {"degradation": {
             "enabled": True, "form": form,
-            "onset": {"dist": "weibull", "shape": 2.0, "scale": (90 if test else 120) + 20 * kind, "unit": "h"},
-            "duration": {"dist": "lognormal", "median": (40 if test else 50) + 5 * kind, "sigma": 0.3, "unit": "h"},
+            "onset": {"dist": "weibull", "shape": 2.0, "scale": fp.onset_scale_h + 20 * kind, "unit": "h"},
+            "duration": {"dist": "lognormal", "median": fp.duration_median_h + 5 * kind, "sigma": 0.3, "unit": "h"},
             "fault_code": "E205",
             "repair": "imperfect" if kind == 3 else "as_good_as_new",
             "repair_effectiveness": 0.85,
         }, "failures": {"repair": {"dist": "lognormal", "median": 90, "sigma": 0.4, "unit": "min"}}
             if kind == 2 else {}}
     return SimulationConfig.model_validate({
-        "line": {"product_mix": {"A": 0.5, "B": 0.5} if test else {"A": 0.6, "B": 0.4},
-                 "lot_size": {"dist": "exponential", "mean": 300 if test else 400}},
+        "line": {"product_mix": {"A": fp.product_a_share, "B": round(1 - fp.product_a_share, 2)},
+                 "lot_size": {"dist": "exponential", "mean": fp.lot_mean}},
         "defaults": defaults,
         "machines": per_machine,
     })
 
 
-def simulate_fleet(prefix: str, machines: int, variant: str, *, seed: int, days: int,
+def simulate_fleet(prefix: str, machines: int, variant: str | FleetParams, *, seed: int, days: int,
                    telemetry_every_s: float = 10.0) -> tuple[Any, FleetHistory]:
     plant = fleet_plant(prefix, machines, days=days)
     cfg = fleet_config(prefix, machines, variant, telemetry_every_s=telemetry_every_s)
@@ -161,12 +214,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-machines", type=int, default=12)
     ap.add_argument("--train-seed", type=int, default=11)
     ap.add_argument("--test-seed", type=int, default=29)
+    ap.add_argument("--randomised-fleets", type=int, default=2,
+                    help="extra training fleets with randomised wear and sensor parameters (seeds train-seed+1..)")
+    ap.add_argument("--randomised-days", type=int, default=45)
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
+    c0 = time.process_time()
     _train_truth, train_hist = simulate_fleet("TR", args.train_machines, "train", seed=args.train_seed,
                                               days=args.train_days)
+    histories = [train_hist]
+    randomised = []
+    for k in range(args.randomised_fleets):
+        seed = args.train_seed + 1 + k
+        params = randomised_params(seed)
+        randomised.append((seed, params))
+        # Coarser telemetry (30 s) for the extra fleets: the 10-minute bins need no more, and it is faster.
+        histories.append(simulate_fleet(f"R{k + 1}", args.train_machines, params, seed=seed,
+                                        days=args.randomised_days, telemetry_every_s=30.0)[1])
     t_sim = time.perf_counter() - t0
-    model = fit_model(train_hist, TrainConfig())
+    # No gain-scaled copies: the randomised fleets show wear with other sensor gains for real. A 14 h act
+    # classifier is a candidate (kept only if it warns better out of fold than the 24 h one).
+    model = fit_model(histories, TrainConfig(features=FeatureConfig(act_horizon_h=14.0), gain_augmentation=()))
     t_fit = time.perf_counter() - t0 - t_sim
     test_truth, test_hist = simulate_fleet("TE", args.test_machines, "test", seed=args.test_seed, days=args.test_days)
     t1 = time.perf_counter()
@@ -175,11 +243,16 @@ def main(argv: list[str] | None = None) -> int:
     conf = confounder_report(model, scored, test_truth)
     cv = model.metrics.get("cv", {})
     m = model.metrics
-    print(f"train fleet: {args.train_machines} machines x {args.train_days} d, seed {args.train_seed}: "
-          f"{m['in_scope_failures']} wear-out failures; classifier GroupKFold({m.get('cv_folds')})"
-          f" AUC {m.get('cv_auc')}, AP {m.get('cv_average_precision')}")
+    print(f"train fleets: {args.train_machines} machines x {args.train_days} d, seed {args.train_seed}, plus "
+          f"{args.randomised_fleets} randomised fleets x {args.randomised_days} d: {m['in_scope_failures']} wear-out "
+          f"failures; act classifier GroupKFold({m.get('cv_folds')}) AUC {m.get('cv_auc')}, "
+          f"AP {m.get('cv_average_precision')}")
+    for seed, params in randomised:
+        print(f"  randomised fleet seed {seed}: {params}")
     print(f"  out-of-fold: warned {cv.get('warned_share')}, premature {cv.get('premature_share')}, "
           f"false alarms/machine-week {cv.get('false_alarms_per_machine_week')}")
+    print(f"  act classifier candidates (out of fold): {m.get('act_candidates')}; act horizon "
+          f"{m.get('act_horizon_h')} h")
     print(f"  thresholds: {model.thresholds.to_dict()}")
     print(f"  Weibull prior: {model.weibull.to_dict() if model.weibull else None}")
     print(f"test fleet (never seen): {args.test_machines} machines x {args.test_days} d, seed {args.test_seed}; "
@@ -193,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{ev.precision_at_k}")
     print(f"  RUL MAE {ev.rul_mae_h} running h, RMSE {ev.rul_rmse_h} ({ev.rul_samples} samples within 48 h)")
     print(f"  confounders: {conf}")
-    print(f"  time: simulate+bin train {t_sim:.1f} s, fit {t_fit:.1f} s, score test {t_score:.1f} s")
+    print(f"  time: simulate+bin train {t_sim:.1f} s, fit {t_fit:.1f} s, score test {t_score:.1f} s "
+          f"(wall); CPU {time.process_time() - c0:.1f} s in all")
     result = {
         "warned_share": ev.warned_share, "premature_share": ev.premature_share,
         "precision_at_k": ev.precision_at_k, "false_alarms_per_machine_week": ev.false_alarms_per_machine_week,

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analytics.pdm.data import bin_telemetry, history_from_truth
+from analytics.pdm.data import FleetHistory, bin_telemetry, history_from_truth
 from analytics.pdm.features import FeatureConfig, fleet_features
 from analytics.pdm.risk import drivers
 from bench.pdm import simulate_fleet
@@ -99,3 +99,46 @@ def test_windows_run_on_running_time_over_weekend(small_fleet):
     sun = m.loc[pd.Timestamp("2026-03-08T12:00:00Z"), "motor_current_level"]
     assert m.loc[pd.Timestamp("2026-03-08T12:00:00Z"), "prod_ahead_h"] < 24
     assert sun == pytest.approx(fri, abs=0.005)
+
+
+def _daily_swing(samples: pd.DataFrame, machine: str) -> float:
+    """Range of the hour-of-day medians of a machine's bearing temperature level."""
+    m = samples[samples["machine"] == machine].dropna(subset=["bearing_temp_level"])
+    by_hour = m.groupby(m["ts"].dt.hour)["bearing_temp_level"].median()
+    return float(by_hour.max() - by_hour.min())
+
+
+def test_the_halls_daily_temperature_cycle_is_not_read_as_wear(small_fleet):
+    # The simulator's ambient swings +-4 degC a day around 22 degC for every machine of the site, about
+    # +-10 % of a running bearing's temperature: a machine that never wears must not show it as a level.
+    _truth, history = small_fleet
+    cfg = FeatureConfig()
+    samples, _dq, _b = fleet_features(history, cfg)
+    alone = FleetHistory(history.start, history.end, history.bin_s, ["FT-M05"],
+                         history.bins[history.bins["machine"] == "FT-M05"],
+                         history.activity[history.activity["machine"] == "FT-M05"], history.failures.iloc[0:0],
+                         history.production)
+    raw, _dq, _b = fleet_features(alone, cfg)  # one machine: no fleet to take a common mode from
+    assert _daily_swing(raw, "FT-M05") > 0.1
+    assert _daily_swing(samples, "FT-M05") < 0.03
+
+
+def test_common_mode_keeps_one_machines_own_rise(small_fleet):
+    _truth, history = small_fleet
+    bins = history.bins.copy()
+    sel = ((bins["machine"] == "FT-M05") & (bins["metric"] == "bearing_temp")
+           & (bins["bin_start"] >= T0 + pd.Timedelta(days=9)))
+    for col in ("median", "q60", "q70", "mean", "vmin", "vmax"):
+        bins.loc[sel, col] += 8.0  # one machine 8 degC warmer from day 9: wear, not weather
+    warm = FleetHistory(history.start, history.end, history.bin_s, history.machines, bins, history.activity,
+                        history.failures, history.production)
+    cfg = FeatureConfig()
+    base, _dq, _b = fleet_features(history, cfg)
+    hot, _dq, _b = fleet_features(warm, cfg)
+    late = (base["machine"] == "FT-M05") & (base["ts"] >= T0 + pd.Timedelta(days=10))
+    rise = (hot.loc[late, "bearing_temp_level"] - base.loc[late, "bearing_temp_level"]).median()
+    # Relative to a running bearing of about 40 degC: ~0.2; the other machines are not moved.
+    assert rise > 0.15
+    others = (base["machine"] != "FT-M05") & (base["ts"] >= T0 + pd.Timedelta(days=10))
+    moved = (hot.loc[others, "bearing_temp_level"] - base.loc[others, "bearing_temp_level"]).abs().median()
+    assert moved < 0.01

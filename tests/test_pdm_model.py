@@ -70,11 +70,12 @@ def test_without_failure_history_only_the_health_score_speaks(unseen):
 
 
 def _with_wear(history: FleetHistory, machine: str, amount: float, end: pd.Timestamp, hours: float) -> FleetHistory:
-    """Injects wear into the binned signals of one machine: vibration, current and temperature rise along
-    a ramp over the last `hours` before `end`, by `amount` at the end (0: unchanged)."""
+    """Injects wear into the binned signals of one machine: vibration, current, temperature and cycle time
+    rise along a ramp over the last `hours` before `end`, by `amount` at the end (0: unchanged). Cycle
+    time drifts as in the simulator (up to +15 % at failure): wear slows the machine, not only its sensors."""
     bins = history.bins.copy()
     ramp = ((bins["bin_start"] - (end - pd.Timedelta(hours=hours))) / pd.Timedelta(hours=hours)).clip(0, 1)
-    gain = {"vibration_rms": 3.0, "motor_current": 0.3, "bearing_temp": 0.5}
+    gain = {"vibration_rms": 3.0, "motor_current": 0.3, "bearing_temp": 0.5, "cycle_time": 0.15}
     for ch, g in gain.items():
         sel = (bins["machine"] == machine) & (bins["metric"] == ch)
         factor = 1.0 + g * amount * ramp[sel] ** 2
@@ -105,6 +106,7 @@ def test_more_injected_degradation_never_lowers_risk(trained, quiet_window, a, b
     r_lo = model.score(_with_wear(history, machine, lo, end, 48.0)).iloc[-1]
     r_hi = model.score(_with_wear(history, machine, hi, end, 48.0)).iloc[-1]
     assert r_hi["probability"] >= r_lo["probability"] - 1e-12
+    assert r_hi["act_probability"] >= r_lo["act_probability"] - 1e-12
     assert r_hi["health"] >= r_lo["health"] - 1e-12
     assert LEVEL_ORDER[r_hi["level"]] >= LEVEL_ORDER[r_lo["level"]]
 

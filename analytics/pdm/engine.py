@@ -2,15 +2,19 @@
 
 ``fit_model(history)`` computes features and labels, fits the per-machine health pipelines on healthy
 samples, the Weibull prior, the classifier (with GroupKFold-by-machine out-of-fold predictions used to
-measure it and to choose the act threshold) and the RUL regressor. ``PdmModel.score(history)`` returns
-every sample's probability, health, level and RUL; ``PdmModel.latest(history)`` one risk per machine with
-lead time, drivers in words and data-quality issues. Pure: DataFrames in, results out.
+measure it and to choose the act threshold) and the RUL regressor. It accepts several histories (other
+plants, or simulated fleets with randomised wear and sensor parameters), and, when an act horizon shorter
+than H is configured, also an act classifier for it, kept only if it warns better out of fold.
+``PdmModel.score(history)`` returns every sample's probability, health, level and RUL;
+``PdmModel.latest(history)`` one risk per machine with lead time, drivers in words and data-quality
+issues. Pure: DataFrames in, results out.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -19,7 +23,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from analytics.pdm.data import FleetHistory
-from analytics.pdm.evaluation import Evaluation, evaluate
+from analytics.pdm.evaluation import Evaluation, combine, evaluate
 from analytics.pdm.features import (
     FeatureConfig,
     MachineBaseline,
@@ -27,6 +31,8 @@ from analytics.pdm.features import (
     label_samples,
 )
 from analytics.pdm.models import (
+    ACT_FEATURES,
+    CLASSIFIER_FEATURES,
     HEALTH_FEATURES,
     WeibullPrior,
     fit_classifier,
@@ -51,13 +57,16 @@ class TrainConfig:
     min_failures_supervised: int = 4  # in-scope failures needed before a classifier is trained
     healthy_quantile: float = 0.99  # health evidence threshold for act: this quantile of healthy samples
     max_premature_share: float = 0.15
-    act_probabilities: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
+    act_probabilities: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97)
     act_persistences: tuple[int, ...] = (1, 2)  # consecutive samples (30 min apart) before act
     # Condition evidence needed for act, as multiples of the healthy quantile of the health score.
     act_health_multiples: tuple[float, ...] = (1.0, 2.0, 3.0)
     # Copies of the training samples with the wear signals scaled by these factors (see augment_gain).
     gain_augmentation: tuple[float, ...] = (0.7,)
     warmup_days: float = 7.0  # out-of-fold judging starts this late (as PdmModel.evaluate)
+    # A failure is warned when its first alarm comes 4 h to this many hours ahead (the judging window,
+    # independent of the classifier's horizon).
+    warn_window_h: float = 24.0
     rul_within_h: float = 120.0
 
 
@@ -74,6 +83,10 @@ class PdmModel:
     metrics: dict[str, Any] = field(default_factory=dict)
     train_start: pd.Timestamp | None = None
     train_end: pd.Timestamp | None = None
+    # "Fails within the act horizon" (features.act_horizon_h): raises act. None when the H-hour classifier
+    # warned better out of fold, when no act horizon is configured, and in models stored before it existed:
+    # then the H-hour classifier raises act.
+    act_classifier: Pipeline | None = None
 
     @property
     def horizon_h(self) -> float:
@@ -101,7 +114,10 @@ class PdmModel:
             p = fallback_probability(s["health"].to_numpy(), s["hazard"].to_numpy(), s["prod_ahead_h"].to_numpy(),
                                      self.horizon_h)
         s["probability"] = p
-        s["level"] = levels(p, s["health"].to_numpy(), self.thresholds, s["machine"].to_numpy())
+        act = getattr(self, "act_classifier", None)
+        s["act_probability"] = act.predict_proba(s)[:, 1] if act is not None else p
+        s["level"] = levels(s["act_probability"].to_numpy(), s["health"].to_numpy(), self.thresholds,
+                            s["machine"].to_numpy(), watch_probability=p)
         s["rul_pred_h"] = np.clip(self.rul.predict(s), 0.0, None) if self.rul is not None else np.nan
         return s
 
@@ -124,6 +140,7 @@ class PdmModel:
                 "machine": str(mid),
                 "ts": row["ts"],
                 "probability": float(row["probability"]),
+                "act_probability": float(row["act_probability"]),
                 "level": str(row["level"]),
                 "health": None if not np.isfinite(row["health"]) else float(row["health"]),
                 "lead_time_h": lead,
@@ -135,7 +152,8 @@ class PdmModel:
                      "bins": int(r.bins)} for r in issues.itertuples()
                 ],
             })
-        out.sort(key=lambda r: -r["probability"])
+        # Ranked by how soon (the act classifier's probability), then by the H-hour probability.
+        out.sort(key=lambda r: (-r["act_probability"], -r["probability"]))
         return out, scored
 
     def feature_z(self, machine: str, rows: pd.DataFrame) -> dict[str, float]:
@@ -153,7 +171,8 @@ class PdmModel:
         scored = label_samples(scored, history.failures, self.horizon_h)
         start = history.start + pd.Timedelta(days=warmup_days)
         ev = evaluate(scored, history.failures, release_p=self.thresholds.release_probability, start=start,
-                      end=history.end, horizon_h=self.horizon_h)
+                      end=history.end, horizon_h=getattr(self.config, "warn_window_h", 24.0),
+                      release_column="act_probability", rank_column="act_probability")
         return ev, scored
 
     def summary(self) -> dict[str, Any]:
@@ -183,33 +202,61 @@ def healthy_mask(labelled: pd.DataFrame) -> pd.Series:
     return (~labelled["in_repair"]) & ~(htf.notna() & (htf <= UNHEALTHY_BEFORE_FAILURE_H))
 
 
-def fit_model(history: FleetHistory, config: TrainConfig | None = None) -> PdmModel:
+def fit_model(history: FleetHistory | Sequence[FleetHistory], config: TrainConfig | None = None) -> PdmModel:
+    """Fit on one fleet's history, or on several (other plants, or simulated fleets with other wear and
+    sensor parameters: the models then cannot key on one fleet's signal sizes). Machine ids must be
+    unique across the histories."""
     cfg = config or TrainConfig()
     fc = cfg.features
-    samples, _dq, baselines = fleet_features(history, fc)
-    lab = label_samples(samples, history.failures, fc.horizon_h)
+    histories = [history] if isinstance(history, FleetHistory) else list(history)
+    parts, baselines = [], {}
+    for h in histories:
+        s, _dq, b = fleet_features(h, fc)
+        parts.append(label_samples(s, h.failures, fc.horizon_h, fc.act_horizon_h))
+        baselines.update(b)
+    lab = pd.concat(parts, ignore_index=True)
+    failures = pd.concat([h.failures for h in histories], ignore_index=True)
     healthy = healthy_mask(lab)
     health = fit_health(lab, healthy)
     pooled = _pooled_health(lab, healthy)
     lab["health"] = health_scores(health, lab, pooled)
-    weibull = fit_weibull(lab, history.failures)
+    weibull = fit_weibull(lab, failures)
     lab["hazard"] = weibull.probability(lab["age_h"].to_numpy(), lab["prod_ahead_h"].to_numpy()) if weibull else np.nan
     act_health = float(np.nanquantile(lab.loc[healthy, "health"], cfg.healthy_quantile)) if healthy.any() else 3.0
     act_health = max(act_health, 2.0)
     thresholds = RiskThresholds(act_health=act_health, watch_health=0.6 * act_health)
     train = lab[~lab["in_repair"]].reset_index(drop=True)
     y = train["label"].to_numpy(dtype=int)
-    n_fail = int(history.failures["in_scope"].astype(bool).sum())
+    n_fail = int(failures["in_scope"].astype(bool).sum())
     metrics: dict[str, Any] = {"samples": len(train), "positives": int(y.sum()), "in_scope_failures": n_fail,
-                               "machines": len(history.machines), "act_health": act_health}
-    classifier = rul = None
+                               "machines": sum(len(h.machines) for h in histories), "fleets": len(histories),
+                               "act_health": act_health}
+    y_act = train["label_act"].to_numpy(dtype=int)
+    classifier = act_classifier = rul = None
     if n_fail >= cfg.min_failures_supervised and y.min() != y.max():
-        cv = grouped_oof(train, y, cfg.folds, cfg.seed, cfg.gain_augmentation)
-        metrics.update({"cv_folds": cv.folds, "cv_auc": cv.auc, "cv_average_precision": cv.average_precision})
-        oof = train.assign(probability=cv.probability)
-        thresholds, cv_eval = choose_thresholds(oof, history, thresholds, cfg)
-        metrics["cv"] = cv_eval
+        # Which classifier raises act: the H-hour one, or one for the shorter act horizon (sharper in time,
+        # but with fewer positives to learn from): the one whose out-of-fold predictions (machines scored by
+        # models that never saw them) warn more failures 4-24 h ahead, with its thresholds chosen there.
+        candidates = [(fc.horizon_h, y, CLASSIFIER_FEATURES)]
+        if fc.act_horizon_h and fc.act_horizon_h != fc.horizon_h and y_act.min() != y_act.max():
+            candidates.insert(0, (fc.act_horizon_h, y_act, ACT_FEATURES))
+        best = None
+        for horizon, labels, features in candidates:
+            cv = grouped_oof(train, labels, cfg.folds, cfg.seed, cfg.gain_augmentation, features)
+            oof = train.assign(probability=cv.probability, act_probability=cv.probability)
+            th, cv_eval = choose_thresholds(oof, histories, thresholds, cfg)
+            metrics.setdefault("act_candidates", {})[f"{horizon:g}h"] = {
+                "cv_auc": cv.auc, "warned_share": cv_eval["warned_share"],
+                "premature_share": cv_eval["premature_share"], "selection_score": cv_eval["selection_score"]}
+            if best is None or cv_eval["selection_score"] > best[0] + 1e-9:
+                best = (cv_eval["selection_score"], horizon, labels, features, cv, th, cv_eval)
+        assert best is not None
+        _score, act_horizon, act_labels, act_features, cv, thresholds, cv_eval = best
+        metrics.update({"act_horizon_h": act_horizon, "cv_folds": cv.folds, "cv_auc": cv.auc,
+                        "cv_average_precision": cv.average_precision, "cv": cv_eval})
         classifier = fit_classifier(train, y, cfg.seed, cfg.gain_augmentation)
+        if act_horizon != fc.horizon_h:
+            act_classifier = fit_classifier(train, act_labels, cfg.seed, cfg.gain_augmentation, act_features)
         has_rul = train["rul_h"].between(0, cfg.rul_within_h) & (train["health"] >= thresholds.watch_health)
         if has_rul.sum() >= 50:
             rul = rul_pipeline(cfg.seed).fit(train[has_rul], train.loc[has_rul, "rul_h"].to_numpy())
@@ -220,9 +267,9 @@ def fit_model(history: FleetHistory, config: TrainConfig | None = None) -> PdmMo
                                                             train["prod_ahead_h"].to_numpy(), fc.horizon_h))
         oof["level"] = levels(oof["probability"].to_numpy(), oof["health"].to_numpy(), thresholds,
                               oof["machine"].to_numpy())
-        metrics["cv"] = _eval_dict(oof, history, thresholds, fc.horizon_h, cfg.warmup_days)
+        metrics["cv"] = _eval_dict(oof, histories, thresholds, cfg.warn_window_h, cfg.warmup_days)
     return PdmModel(cfg, thresholds, baselines, health, pooled, weibull, classifier, rul, metrics,
-                    history.start, history.end)
+                    min(h.start for h in histories), max(h.end for h in histories), act_classifier)
 
 
 def _pooled_health(lab: pd.DataFrame, healthy: pd.Series) -> Pipeline | None:
@@ -232,17 +279,22 @@ def _pooled_health(lab: pd.DataFrame, healthy: pd.Series) -> Pipeline | None:
     return health_pipeline().fit(h)
 
 
-def _eval_dict(scored: pd.DataFrame, history: FleetHistory, th: RiskThresholds, horizon_h: float,
-               warmup_days: float = 0.0) -> dict[str, Any]:
+def _eval_dict(scored: pd.DataFrame, histories: Sequence[FleetHistory], th: RiskThresholds, horizon_h: float,
+               warmup_days: float = 0.0, ranking: bool = True) -> dict[str, Any]:
     # The same convention as PdmModel.evaluate: failures in the first days (before the machines' own
     # baselines exist) are not judged; at most a quarter of a short history is given to warm-up.
-    warmup = min(pd.Timedelta(days=warmup_days), (history.end - history.start) / 4)
-    ev = evaluate(scored, history.failures, release_p=th.release_probability, start=history.start + warmup,
-                  end=history.end, horizon_h=horizon_h)
-    return ev.to_dict()
+    evs = []
+    for h in histories:
+        warmup = min(pd.Timedelta(days=warmup_days), (h.end - h.start) / 4)
+        mine = scored[scored["machine"].isin(h.machines)] if len(histories) > 1 else scored
+        column = "act_probability" if "act_probability" in mine else "probability"
+        evs.append(evaluate(mine, h.failures, release_p=th.release_probability, start=h.start + warmup,
+                            end=h.end, horizon_h=horizon_h,
+                            release_column=column, rank_column=column, ranking=ranking))
+    return combine(evs).to_dict()
 
 
-def choose_thresholds(oof: pd.DataFrame, history: FleetHistory, base: RiskThresholds, cfg: TrainConfig
+def choose_thresholds(oof: pd.DataFrame, histories: Sequence[FleetHistory], base: RiskThresholds, cfg: TrainConfig
                       ) -> tuple[RiskThresholds, dict[str, Any]]:
     """The act probability, persistence and condition evidence that warn most failures 4-24 h ahead with
     few premature first alarms and few false alarms, judged on out-of-fold predictions (machines scored by
@@ -255,12 +307,15 @@ def choose_thresholds(oof: pd.DataFrame, history: FleetHistory, base: RiskThresh
                      release_probability=act_p * 0.6, act_persistence=persistence,
                      act_health=max(base.act_health * mult, 2.0))
         scored = oof.assign(level=levels(oof["probability"].to_numpy(), oof["health"].to_numpy(), th, machine))
-        ev = _eval_dict(scored, history, th, cfg.features.horizon_h, cfg.warmup_days)
+        ev = _eval_dict(scored, histories, th, cfg.warn_window_h, cfg.warmup_days, ranking=False)
         warned = ev["warned_share"] if math.isfinite(ev["warned_share"]) else 0.0
         score = warned - 2.0 * max(ev["premature_share"] - cfg.max_premature_share, 0.0) \
             - 0.5 * ev["false_alarms_per_machine_week"]
         if best is None or score > best[0] + 1e-9:
             best = (score, th, ev)
     assert best is not None
-    return best[1], best[2] | {"act_probability": best[1].act_probability,
+    th = best[1]
+    full = _eval_dict(oof.assign(level=levels(oof["probability"].to_numpy(), oof["health"].to_numpy(), th, machine)),
+                      histories, th, cfg.warn_window_h, cfg.warmup_days)
+    return best[1], full | {"selection_score": best[0], "act_probability": best[1].act_probability,
                                "act_persistence": best[1].act_persistence, "act_health": best[1].act_health}

@@ -58,13 +58,49 @@ class Evaluation:
         return d
 
 
-def alarm_episodes(scored: pd.DataFrame, release_p: float) -> pd.DataFrame:
-    """Episodes per machine from scored samples (machine, ts, level, probability), in time order."""
+def combine(evaluations: list[Evaluation]) -> Evaluation:
+    """One evaluation of several fleets judged separately (each over its own period): counts add up, the
+    shares and rates are recomputed from them, precision@k is the mean over all judged days."""
+    if len(evaluations) == 1:
+        return evaluations[0]
+    total = {k: sum(getattr(e, k) for e in evaluations) for k in (
+        "failures", "warned", "premature", "late", "missed", "episodes", "false_alarm_episodes",
+        "premature_episodes", "precision_days", "rul_samples")}
+    machine_weeks = float(sum(e.machine_weeks for e in evaluations))
+    leads = [x for e in evaluations for x in e.leads_h]
+    days = total["precision_days"]
+    prec = (sum((e.precision_at_k or 0.0) * e.precision_days for e in evaluations) / days) if days else None
+    rul_n = total["rul_samples"]
+
+    def rul_mean(attr: str, power: float) -> float | None:
+        if not rul_n:
+            return None
+        acc = sum((getattr(e, attr) or 0.0) ** power * e.rul_samples for e in evaluations) / rul_n
+        return float(acc ** (1 / power))
+
+    with_alarm = total["warned"] + total["premature"] + total["late"]
+    judged = total["failures"]
+    return Evaluation(
+        **total, machine_weeks=machine_weeks,
+        warned_share=total["warned"] / judged if judged else float("nan"),
+        premature_share=total["premature"] / with_alarm if with_alarm else 0.0,
+        median_lead_time_h=float(np.median(leads)) if leads else None,
+        false_alarms_per_machine_week=total["false_alarm_episodes"] / machine_weeks if machine_weeks else float("nan"),
+        premature_alarms_per_machine_week=(total["premature_episodes"] / machine_weeks if machine_weeks
+                                           else float("nan")),
+        precision_at_k=prec, rul_mae_h=rul_mean("rul_mae_h", 1.0), rul_rmse_h=rul_mean("rul_rmse_h", 2.0),
+        leads_h=leads,
+    )
+
+
+def alarm_episodes(scored: pd.DataFrame, release_p: float, column: str = "probability") -> pd.DataFrame:
+    """Episodes per machine from scored samples (machine, ts, level, and the probability `column` that
+    raised act: the episode ends when it falls below release_p), in time order."""
     rows = []
     for mid, s in scored.sort_values("ts").groupby("machine", sort=False):
         level = s["level"].to_numpy()
-        p = s["probability"].to_numpy()
-        ts = s["ts"].to_numpy()
+        p = s[column].to_numpy()
+        ts = pd.DatetimeIndex(s["ts"]).as_unit("ns").asi8  # integers: no Timestamp objects per sample
         inside = False
         start = None
         peak = 0.0
@@ -81,7 +117,7 @@ def alarm_episodes(scored: pd.DataFrame, release_p: float) -> pd.DataFrame:
             rows.append((mid, start, ts[-1], peak))
     out = pd.DataFrame(rows, columns=["machine", "start", "end", "peak_probability"])
     for c in ("start", "end"):
-        out[c] = pd.to_datetime(out[c], utc=True)
+        out[c] = pd.to_datetime(out[c].to_numpy(dtype=np.int64), unit="ns", utc=True)
     return out
 
 
@@ -98,15 +134,19 @@ def evaluate(
     k_max: int = 3,
     snapshot_hour_utc: int = 5,
     rul_within_h: float = 48.0,
+    release_column: str = "probability",
+    rank_column: str = "probability",
+    ranking: bool = True,
 ) -> Evaluation:
     """Metrics of scored samples (machine, ts, level, probability[, rul_pred_h, rul_h]) over [start, end).
 
     Only in-scope failures inside [start, end) are judged; scored samples before `start` (warm-up) are
-    ignored, so an alarm raised during warm-up cannot count as an early warning.
+    ignored, so an alarm raised during warm-up cannot count as an early warning. ``ranking=False`` skips
+    precision@k (it depends on the probabilities only, not on the act thresholds being searched).
     """
     scored = scored[(scored["ts"] >= start) & (scored["ts"] < end)]
     fin = failures[failures["in_scope"].astype(bool)].sort_values("ts")
-    episodes = alarm_episodes(scored, release_p)
+    episodes = alarm_episodes(scored, release_p, release_column)
     warned = premature = late = missed = 0
     leads: list[float] = []
     judged = 0
@@ -140,7 +180,8 @@ def evaluate(
         elif nxt > horizon_h:
             premature_eps += 1
     machine_weeks = len(scored["machine"].unique()) * (end - start).total_seconds() / (7 * 86400.0)
-    prec, days = precision_at_k(scored, fin, horizon_h=horizon_h, k_max=k_max, snapshot_hour_utc=snapshot_hour_utc)
+    prec, days = precision_at_k(scored, fin, horizon_h=horizon_h, k_max=k_max, snapshot_hour_utc=snapshot_hour_utc,
+                                rank_column=rank_column) if ranking else (None, 0)
     rul_mae = rul_rmse = None
     rul_n = 0
     if "rul_pred_h" in scored and "rul_h" in scored:
@@ -166,7 +207,7 @@ def evaluate(
 
 
 def precision_at_k(scored: pd.DataFrame, failures_in_scope: pd.DataFrame, *, horizon_h: float, k_max: int,
-                   snapshot_hour_utc: int) -> tuple[float | None, int]:
+                   snapshot_hour_utc: int, rank_column: str = "probability") -> tuple[float | None, int]:
     snaps = scored[(scored["ts"].dt.hour == snapshot_hour_utc) & (scored["ts"].dt.minute == 0)]
     values = []
     for t, day in snaps.groupby("ts"):
@@ -176,7 +217,7 @@ def precision_at_k(scored: pd.DataFrame, failures_in_scope: pd.DataFrame, *, hor
         if not positives:
             continue
         k = min(k_max, len(positives))
-        top = day.sort_values("probability", ascending=False, kind="stable")["machine"].head(k)
+        top = day.sort_values([rank_column, "probability"], ascending=False, kind="stable")["machine"].head(k)
         values.append(len(set(top) & positives) / k)
     return (float(np.mean(values)) if values else None), len(values)
 

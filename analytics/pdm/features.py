@@ -7,6 +7,8 @@ Per channel (vibration RMS, bearing temperature, motor current, cycle time), fro
   checks are used; the others are *invalid* for that channel. The checks: out-of-range samples, a flat
   line at zero, a stuck value (no change at all while running), dropout (far fewer samples than the
   channel's usual count), clock jump (far more: samples from another hour landed in the bin);
+- ambient-driven channels (bearing temperature) first lose the fleet's common mode: the hall's daily
+  temperature cycle moves every machine at once, wear moves one (``remove_common_mode``);
 - the level is the bin's median, compared to the machine's own baseline *for the product it was making*
   (operating regime): ``level = median / baseline - 1``. The baseline of a (machine, channel, product)
   is a low quantile of the first ``baseline_running_h`` running hours of that product, so a product
@@ -28,7 +30,7 @@ Data-quality issues are returned separately (``quality``): they never feed the r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -38,6 +40,10 @@ from analytics.pdm.data import CHANNELS, FleetHistory, floor_bins, production_ho
 CHANNEL_WORDS = {"vibration_rms": "vibration RMS", "bearing_temp": "bearing temperature",
                  "motor_current": "motor current", "cycle_time": "cycle time"}
 LOAD_GATED = ("vibration_rms", "motor_current")  # read low while the machine stands
+# Channels that follow the hall's ambient (a daily cycle shared by every machine of the site): their
+# common movement across the fleet is removed before levels are taken (see remove_common_mode).
+AMBIENT_DRIVEN = ("bearing_temp",)
+MIN_MACHINES_COMMON_MODE = 3
 DQ_KINDS = ("out_of_range", "flat_line", "stuck", "dropout", "clock_jump")
 
 
@@ -46,6 +52,12 @@ class FeatureConfig:
     bin_s: float = 600.0
     step_bins: int = 3  # one sample every 30 min
     horizon_h: float = 24.0
+    # A shorter horizon for the act decision (None: the same as horizon_h). A classifier of "fails within
+    # 14 h" is sharper in time than the 24 h one, so first alarms land inside the 4-24 h window more often,
+    # but it has fewer positives to learn from: trained on one fleet it generalised worse to an unseen
+    # fleet with weaker sensors, trained with randomised fleets better (bench/pdm.py). fit_model keeps
+    # it only when its out-of-fold predictions warn better than the H-hour classifier's.
+    act_horizon_h: float | None = None
     min_running_share: float = 0.6
     baseline_running_h: float = 24.0
     baseline_quantile: float = 0.25
@@ -253,6 +265,7 @@ def machine_features(
         age[seen] = cum_run_h[seen] - cum_run_h[rep_bin[np.clip(k, 0, None)][seen]]
     out["age_h"] = age
     out["prod_ahead_h"] = production_hours_ahead(history.production, t_end, cfg.horizon_h)
+    out["prod_ahead_act_h"] = production_hours_ahead(history.production, t_end, cfg.act_horizon_h or cfg.horizon_h)
     day = round(24 * bins_per_h)
     cs = np.concatenate([[0.0], np.cumsum(running_s)])
     lo = np.clip(np.arange(1, nb + 1) - day, 0, None)
@@ -277,10 +290,40 @@ def _episodes(machine: str, ch: str, kind: str, flag: np.ndarray, grid: pd.Datet
     return [(machine, ch, kind, grid[a], t_end[b - 1], int(b - a)) for a, b in zip(starts, ends, strict=True)]
 
 
+def remove_common_mode(history: FleetHistory, cfg: FeatureConfig) -> pd.DataFrame:
+    """The bins with the fleet's shared movement taken out of the ambient-driven channels.
+
+    A bearing runs some degrees warmer on a hot afternoon on every machine of the hall at once; wear
+    warms one machine. Per bin, the common mode is the median over the running machines (at least
+    MIN_MACHINES_COMMON_MODE) of each machine's reading minus that machine's own median reading; it is
+    subtracted from every machine's bin statistics. With fewer machines nothing is removed."""
+    bins = history.bins
+    if len(history.machines) < MIN_MACHINES_COMMON_MODE:
+        return bins
+    act = history.activity[["machine", "bin_start", "running_s"]]
+    out = bins
+    for ch in AMBIENT_DRIVEN:
+        sel = (bins["metric"] == ch) & (bins["n_clean"] > 0)
+        b = bins.loc[sel, ["machine", "bin_start", "median"]].merge(act, on=["machine", "bin_start"], how="left")
+        b = b[b["running_s"].fillna(0.0) >= cfg.min_running_share * cfg.bin_s]
+        if b.empty:
+            continue
+        centred = b["median"] - b.groupby("machine")["median"].transform("median")
+        per_bin = centred.groupby(b["bin_start"]).agg(["median", "size"])
+        common = per_bin.loc[per_bin["size"] >= MIN_MACHINES_COMMON_MODE, "median"]
+        shift = bins.loc[sel, "bin_start"].map(common).fillna(0.0).to_numpy()
+        if out is bins:
+            out = bins.copy()
+        for col in ("median", "q60", "q70", "mean", "vmin", "vmax"):
+            out.loc[sel, col] = out.loc[sel, col].to_numpy() - shift
+    return out
+
+
 def fleet_features(
     history: FleetHistory, cfg: FeatureConfig, baselines: dict[str, MachineBaseline] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, MachineBaseline]]:
     """Samples of every machine, data-quality episodes, and the (completed) baselines."""
+    history = replace(history, bins=remove_common_mode(history, cfg))
     frames, dqs, out = [], [], {}
     for mid in history.machines:
         s, dq, b = machine_features(history, mid, cfg, (baselines or {}).get(mid))
@@ -290,9 +333,11 @@ def fleet_features(
     return (pd.concat(frames, ignore_index=True), pd.concat(dqs, ignore_index=True), out)
 
 
-def label_samples(samples: pd.DataFrame, failures: pd.DataFrame, horizon_h: float) -> pd.DataFrame:
+def label_samples(samples: pd.DataFrame, failures: pd.DataFrame, horizon_h: float,
+                  act_horizon_h: float | None = None) -> pd.DataFrame:
     """Adds, per sample: the next in-scope failure time, the wall hours to it, whether it falls within
-    the horizon, the running hours to it (RUL), and whether the machine is under repair (not scorable)."""
+    the horizon (``label``) and within the act horizon (``label_act``), the running hours to it (RUL),
+    and whether the machine is under repair (not scorable)."""
     out = samples.copy()
     out["next_failure"] = pd.Series(pd.NaT, index=out.index, dtype="datetime64[ns, UTC]")
     out["hours_to_failure"] = np.nan
@@ -321,4 +366,5 @@ def label_samples(samples: pd.DataFrame, failures: pd.DataFrame, horizon_h: floa
         cum_at_fail = np.where(fail_pos < ts.size, cum[np.clip(fail_pos, 0, ts.size - 1)], np.nan)
         out.loc[idx, "rul_h"] = np.where(has, cum_at_fail[np.clip(k, 0, fts.size - 1)] - cum, np.nan)
     out["label"] = (out["hours_to_failure"] > 0) & (out["hours_to_failure"] <= horizon_h)
+    out["label_act"] = (out["hours_to_failure"] > 0) & (out["hours_to_failure"] <= (act_horizon_h or horizon_h))
     return out

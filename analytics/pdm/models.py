@@ -8,6 +8,10 @@
   input is constrained to act monotonically upward (more wear evidence never lowers the probability),
   validated with GroupKFold by machine. Trained on the samples plus copies with the wear signals scaled
   down (``augment_gain``): another plant's sensors may show the same wear weaker than this fleet's did.
+  Its inputs include, per channel, the running hours until the level reaches the level it had just
+  before the training failures at its recent rate (``TimeToFailureLevel``): a degradation rate, so a
+  slow and a fast wear at the same level are told apart. The same pipeline serves the act classifier
+  ("fails within the act horizon", see engine.fit_model).
 - ``rul``: remaining running hours to the failure, trained on samples that precede a failure.
 - ``weibull``: the age-based hazard of in-scope failures (running hours since the last repair), fitted
   on the fleet's times to failure with the right-censored survivors, used as a prior input.
@@ -28,11 +32,18 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+from analytics.pdm.data import CHANNELS
 from analytics.pdm.features import LEVEL_FEATURES, SHORT_TREND_FEATURES, TREND_FEATURES
 
 HEALTH_FEATURES = [*LEVEL_FEATURES, "micro_ratio", "warn_rate_h"]
+TIME_TO_FAILURE_LEVEL = [f"{c}_ttf_h" for c in CHANNELS]
 MODEL_FEATURES = [*LEVEL_FEATURES, *SHORT_TREND_FEATURES, *TREND_FEATURES, "micro_ratio", "warn_rate_h",
                   "fault_rate_h", "health", "hazard", "age_h", "prod_ahead_h"]
+# Inputs that fall as wear evidence rises (the rest rise with it).
+FALLING_FEATURES = [*TIME_TO_FAILURE_LEVEL]
+CLASSIFIER_FEATURES = [*MODEL_FEATURES, *TIME_TO_FAILURE_LEVEL]
+# The act classifier ("fails within the act horizon"): production hours ahead over its own horizon.
+ACT_FEATURES = [("prod_ahead_act_h" if f == "prod_ahead_h" else f) for f in CLASSIFIER_FEATURES]
 Z_CLIP = 50.0
 
 
@@ -163,21 +174,63 @@ def fit_weibull(samples: pd.DataFrame, failures: pd.DataFrame) -> WeibullPrior |
     return WeibullPrior(float(fit.beta), float(fit.alpha), len(complete), len(censored))
 
 
-def classifier_pipeline(seed: int = 0) -> Pipeline:
+class TimeToFailureLevel(BaseEstimator, TransformerMixin):  # type: ignore[misc]
+    """Per channel, the running hours until its level reaches the level it had just before the failures
+    seen in training, extrapolating the trend of the last ``slope_h`` running hours (a degradation rate,
+    so a fast and a slow wear at the same level are told apart). Capped at ``cap_h``; 0 at or past the
+    failure level; NaN without a level. Adds ``{channel}_ttf_h`` columns to the samples."""
+
+    def __init__(self, slope_h: float = 12.0, last_h: float = 2.0, cap_h: float = 240.0) -> None:
+        self.slope_h = slope_h
+        self.last_h = last_h
+        self.cap_h = cap_h
+
+    def fit(self, x: pd.DataFrame, y: Any = None) -> TimeToFailureLevel:
+        last = x["rul_h"].between(0.0, self.last_h) if "rul_h" in x else pd.Series(False, index=x.index)
+        self.failure_levels_: dict[str, float] = {}
+        for ch in CHANNELS:
+            v = x.loc[last, f"{ch}_level"].dropna() if f"{ch}_level" in x else pd.Series(dtype=float)
+            self.failure_levels_[ch] = float(v.median()) if len(v) >= 3 else float("nan")
+        return self
+
+    def transform(self, x: pd.DataFrame) -> pd.DataFrame:
+        return x.assign(**{f"{ch}_ttf_h": self._hours(x, ch) for ch in CHANNELS})
+
+    def _hours(self, x: pd.DataFrame, ch: str) -> np.ndarray:
+        target = self.failure_levels_.get(ch, float("nan"))
+        level = x[f"{ch}_level"].to_numpy(dtype=float) if f"{ch}_level" in x else np.full(len(x), np.nan)
+        if not np.isfinite(target) or target <= 0:
+            return np.full(len(x), np.nan)
+        trend = x.get(f"{ch}_trend{self.slope_h:.0f}")
+        slope = trend.to_numpy(dtype=float) / self.slope_h if trend is not None else np.full(len(x), np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            hours = np.where(slope > 0, (target - level) / slope, self.cap_h)
+        hours = np.clip(np.nan_to_num(hours, nan=self.cap_h), 0.0, self.cap_h)
+        return np.where(np.isfinite(level), hours, np.nan)
+
+
+def _monotone(features: list[str], rising: int) -> list[int]:
+    return [-rising if f in FALLING_FEATURES else rising for f in features]
+
+
+def classifier_pipeline(seed: int = 0, features: list[str] | None = None) -> Pipeline:
+    cols = features or CLASSIFIER_FEATURES
     return Pipeline([
-        ("columns", Columns(MODEL_FEATURES)),
+        ("time_to_failure_level", TimeToFailureLevel()),
+        ("columns", Columns(cols)),
         ("model", HistGradientBoostingClassifier(
             max_iter=250, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=40, l2_regularization=1.0,
-            monotonic_cst=[1] * len(MODEL_FEATURES), random_state=seed)),
+            monotonic_cst=_monotone(cols, 1), random_state=seed)),
     ])
 
 
 def rul_pipeline(seed: int = 0) -> Pipeline:
     # RUL falls as wear evidence rises: every input constrained downward, except the calendar.
-    cst = [-1] * len(MODEL_FEATURES)
-    cst[MODEL_FEATURES.index("prod_ahead_h")] = 0
+    cst = _monotone(CLASSIFIER_FEATURES, -1)
+    cst[CLASSIFIER_FEATURES.index("prod_ahead_h")] = 0
     return Pipeline([
-        ("columns", Columns(MODEL_FEATURES)),
+        ("time_to_failure_level", TimeToFailureLevel()),
+        ("columns", Columns(CLASSIFIER_FEATURES)),
         ("model", HistGradientBoostingRegressor(loss="absolute_error", max_iter=250, learning_rate=0.05,
                                                 max_leaf_nodes=15, min_samples_leaf=20, monotonic_cst=cst,
                                                 random_state=seed)),
@@ -213,13 +266,13 @@ def augment_gain(samples: pd.DataFrame, labels: np.ndarray, factors: tuple[float
 
 
 def fit_classifier(samples: pd.DataFrame, labels: np.ndarray, seed: int = 0,
-                   augment: tuple[float, ...] = ()) -> Pipeline:
+                   augment: tuple[float, ...] = (), features: list[str] | None = None) -> Pipeline:
     x, y = augment_gain(samples, labels, augment)
-    return classifier_pipeline(seed).fit(x, y)
+    return classifier_pipeline(seed, features).fit(x, y)
 
 
 def grouped_oof(samples: pd.DataFrame, labels: np.ndarray, folds: int, seed: int = 0,
-                augment: tuple[float, ...] = ()) -> CrossValidation:
+                augment: tuple[float, ...] = (), features: list[str] | None = None) -> CrossValidation:
     """GroupKFold by machine: one machine's history never helps predict itself (augmented copies of the
     training folds only; held-out machines are scored as they are)."""
     from sklearn.metrics import average_precision_score, roc_auc_score
@@ -234,7 +287,7 @@ def grouped_oof(samples: pd.DataFrame, labels: np.ndarray, folds: int, seed: int
         if y.min() == y.max():
             oof[test_idx] = float(y.mean())
             continue
-        pipe = fit_classifier(samples.iloc[train_idx], y, seed, augment)
+        pipe = fit_classifier(samples.iloc[train_idx], y, seed, augment, features)
         oof[test_idx] = pipe.predict_proba(samples.iloc[test_idx])[:, 1]
     ok = np.isfinite(oof)
     auc = ap = None

@@ -40,14 +40,16 @@ class RiskThresholds:
 
 
 def levels(probability: np.ndarray, health: np.ndarray, th: RiskThresholds,
-           machine: np.ndarray | None = None) -> np.ndarray:
-    """Level of each sample. With `machine` (samples in time order within each machine), act also needs
-    the act condition to have held for ``act_persistence`` consecutive samples of that machine; before
-    that the sample is at watch."""
+           machine: np.ndarray | None = None, watch_probability: np.ndarray | None = None) -> np.ndarray:
+    """Level of each sample. `probability` is the act classifier's (act at or above act_probability with
+    condition evidence); `watch_probability` (default: the same) the one compared to watch_probability.
+    With `machine` (samples in time order within each machine), act also needs the act condition to have
+    held for ``act_persistence`` consecutive samples of that machine; before that the sample is at watch."""
     p = np.nan_to_num(np.asarray(probability, dtype=float), nan=0.0)
+    pw = p if watch_probability is None else np.nan_to_num(np.asarray(watch_probability, dtype=float), nan=0.0)
     h = np.nan_to_num(np.asarray(health, dtype=float), nan=0.0)
     out = np.full(p.shape, "ok", dtype=object)
-    out[(p >= th.watch_probability) | (h >= th.watch_health)] = "watch"
+    out[(pw >= th.watch_probability) | (p >= th.watch_probability) | (h >= th.watch_health)] = "watch"
     cond = (p >= th.act_probability) & (h >= th.act_health)
     k = int(getattr(th, "act_persistence", 1))  # models stored before the field existed: 1
     if k > 1 and machine is not None and cond.size:
