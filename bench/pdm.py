@@ -217,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--randomised-fleets", type=int, default=2,
                     help="extra training fleets with randomised wear and sensor parameters (seeds train-seed+1..)")
     ap.add_argument("--randomised-days", type=int, default=45)
+    ap.add_argument("--recipe", choices=("fleets", "single"), default="fleets",
+                    help="fleets: the training fleet plus randomised fleets and a 14 h act candidate (the evaluated "
+                         "recipe); single: one fleet's history with the default TrainConfig, as `andon train` fits "
+                         "a plant's own history today")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     c0 = time.process_time()
@@ -224,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                                               days=args.train_days)
     histories = [train_hist]
     randomised = []
-    for k in range(args.randomised_fleets):
+    for k in range(args.randomised_fleets if args.recipe == "fleets" else 0):
         seed = args.train_seed + 1 + k
         params = randomised_params(seed)
         randomised.append((seed, params))
@@ -234,7 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     t_sim = time.perf_counter() - t0
     # No gain-scaled copies: the randomised fleets show wear with other sensor gains for real. A 14 h act
     # classifier is a candidate (kept only if it warns better out of fold than the 24 h one).
-    model = fit_model(histories, TrainConfig(features=FeatureConfig(act_horizon_h=14.0), gain_augmentation=()))
+    if args.recipe == "fleets":
+        model = fit_model(histories, TrainConfig(features=FeatureConfig(act_horizon_h=14.0), gain_augmentation=()))
+    else:
+        model = fit_model(histories, TrainConfig())
     t_fit = time.perf_counter() - t0 - t_sim
     test_truth, test_hist = simulate_fleet("TE", args.test_machines, "test", seed=args.test_seed, days=args.test_days)
     t1 = time.perf_counter()
@@ -244,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     cv = model.metrics.get("cv", {})
     m = model.metrics
     print(f"train fleets: {args.train_machines} machines x {args.train_days} d, seed {args.train_seed}, plus "
-          f"{args.randomised_fleets} randomised fleets x {args.randomised_days} d: {m['in_scope_failures']} wear-out "
+          f"{len(randomised)} randomised fleets x {args.randomised_days} d: {m['in_scope_failures']} wear-out "
           f"failures; act classifier GroupKFold({m.get('cv_folds')}) AUC {m.get('cv_auc')}, "
           f"AP {m.get('cv_average_precision')}")
     for seed, params in randomised:
@@ -275,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         "median_lead_time_h": ev.median_lead_time_h, "failures": ev.failures, "missed": ev.missed,
         "late": ev.late, "rul_mae_h": ev.rul_mae_h, "rul_rmse_h": ev.rul_rmse_h,
         "cv_auc": model.metrics.get("cv_auc"), **conf,
-        "train_seed": args.train_seed, "test_seed": args.test_seed,
+        "recipe": args.recipe, "train_seed": args.train_seed, "test_seed": args.test_seed,
         "seconds": round(time.perf_counter() - t0, 1),
     }
     print(json.dumps(result))
