@@ -135,9 +135,16 @@ Timestamp = Annotated[
     BeforeValidator(_parse_ts),
     PlainSerializer(lambda v: v.isoformat().replace("+00:00", "Z"), return_type=str),
 ]
-ShortText = Annotated[str, Field(min_length=1, max_length=64)]
-Seq = Annotated[int, Field(ge=0, le=(1 << 63) - 1)] | Annotated[str, Field(min_length=1, max_length=64)]
-MachineId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
+# Bounds of the payload fields, one place for the models and the fast paths (JsonDecoder._fast, _columns).
+MAX_TEXT_LEN = 64  # seq strings, machine ids, reason and fault codes, products
+MAX_STATE_LEN = 32
+MAX_METRIC_LEN = 128
+MAX_UNIT_LEN = 32
+MAX_COUNT = 1_000_000  # parts in one count event
+_MAX_I64 = (1 << 63) - 1
+ShortText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_LEN)]
+Seq = Annotated[int, Field(ge=0, le=_MAX_I64)] | Annotated[str, Field(min_length=1, max_length=MAX_TEXT_LEN)]
+MachineId = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_LEN, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
 
 
 class _Message(BaseModel):
@@ -150,7 +157,7 @@ class _Message(BaseModel):
 
 class StateMessage(_Message):
     kind: Literal["state"] = "state"
-    state: Annotated[str, Field(min_length=1, max_length=32)]
+    state: Annotated[str, Field(min_length=1, max_length=MAX_STATE_LEN)]
     reason_code: ShortText | None = None
     fault_code: ShortText | None = None
 
@@ -162,8 +169,8 @@ class StateMessage(_Message):
 
 class CountMessage(_Message):
     kind: Literal["count"] = "count"
-    total: Annotated[int, Field(ge=0, le=1_000_000)]
-    reject: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    total: Annotated[int, Field(ge=0, le=MAX_COUNT)]
+    reject: Annotated[int, Field(ge=0, le=MAX_COUNT)] = 0
     product: ShortText | None = None
 
     @model_validator(mode="after")
@@ -175,16 +182,16 @@ class CountMessage(_Message):
 
 class CounterMessage(_Message):
     kind: Literal["counter"] = "counter"
-    processed: Annotated[int, Field(ge=0, le=(1 << 63) - 1)]
-    defective: Annotated[int, Field(ge=0, le=(1 << 63) - 1)] = 0
+    processed: Annotated[int, Field(ge=0, le=_MAX_I64)]
+    defective: Annotated[int, Field(ge=0, le=_MAX_I64)] = 0
     product: ShortText | None = None
 
 
 class TelemetryMessage(_Message):
     kind: Literal["telemetry"] = "telemetry"
-    metric: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/\-]+$")]
+    metric: Annotated[str, Field(min_length=1, max_length=MAX_METRIC_LEN, pattern=r"^[A-Za-z0-9_.:/\-]+$")]
     value: Annotated[float, Field(allow_inf_nan=False)]
-    unit: Annotated[str, Field(max_length=32)] = ""
+    unit: Annotated[str, Field(max_length=MAX_UNIT_LEN)] = ""
 
 
 AnyMessage = Annotated[StateMessage | CountMessage | CounterMessage | TelemetryMessage,
@@ -197,7 +204,6 @@ _LIST_ADAPTER: TypeAdapter[list[Any]] = TypeAdapter(list[AnyMessage])
 
 # Fast path (JsonDecoder._fast): the same rules as the models, checked by hand.
 _EVENT_KINDS = frozenset(("state", "count", "counter", "telemetry"))
-_MAX_I64 = (1 << 63) - 1
 _MAX_EXACT = 1 << 53  # integer telemetry values converted to float exactly as the model does
 _METRIC_RE = re.compile(r"[A-Za-z0-9_.:/\-]+")
 _STATE_OK: dict[str, MachineState] = {s.value: s for s in MachineState}
@@ -238,10 +244,10 @@ def _state_or_none(value: str) -> MachineState | None:
 
 
 def _short_texts_or_none(column: list[Any]) -> bool:
-    """Every value null or a string of 1..64 characters (reason and fault codes, products)."""
+    """Every value null or a string of 1..MAX_TEXT_LEN characters (reason and fault codes, products)."""
     texts = [v for v in column if v is not None]
     return not texts or (set(map(type, texts)) == _JUST_STR and min(map(len, texts)) >= 1
-                         and max(map(len, texts)) <= 64)
+                         and max(map(len, texts)) <= MAX_TEXT_LEN)
 
 
 class _MachineKeys:
@@ -303,7 +309,7 @@ def _parse_topic(topic_name: str) -> tuple[str, str] | None:
     if len(parts) != 4 or f"{parts[0]}/{parts[1]}" != TOPIC_PREFIX or parts[3] not in KINDS:
         return None
     machine = parts[2]
-    if not machine or len(machine) > 64 or not set(machine) <= _MACHINE_ID_CHARS or not machine[0].isalnum():
+    if not machine or len(machine) > MAX_TEXT_LEN or not set(machine) <= _MACHINE_ID_CHARS or not machine[0].isalnum():
         return None
     return machine, parts[3]
 
@@ -514,7 +520,7 @@ class JsonDecoder:
             ts = list(map(_ts_or_none, raw_ts))
             if None in ts:
                 return None
-        # seq: all absent (or null), all strings of 1..64 characters, or all integers 0..2**63-1.
+        # seq: all absent (or null), all strings of 1..MAX_TEXT_LEN characters, or all integers 0..2**63-1.
         raw_seq = list(map(_get, events, repeat("seq")))
         seq_types = set(map(type, raw_seq))
         seq: Iterable[str | None]
@@ -523,7 +529,7 @@ class JsonDecoder:
             seq, key = repeat(None, n), repeat(0, n)  # content keys, from the events' __post_init__
         else:
             if seq_types == _JUST_STR:
-                if min(map(len, raw_seq)) < 1 or max(map(len, raw_seq)) > 64:
+                if min(map(len, raw_seq)) < 1 or max(map(len, raw_seq)) > MAX_TEXT_LEN:
                     return None
                 rest = raw_seq
             elif seq_types == _JUST_INT:
@@ -557,13 +563,13 @@ class JsonDecoder:
             if not all(map(_isfinite, value)):
                 return None
             unit = list(map(_get, events, repeat("unit"), repeat("")))
-            if set(map(type, unit)) != _JUST_STR or max(map(len, unit)) > 32:
+            if set(map(type, unit)) != _JUST_STR or max(map(len, unit)) > MAX_UNIT_LEN:
                 return None
             return list(map(TelemetrySample, machine, ts, metric, value, src, unit, seq, key))
         if kind == "state":
             raw_state = list(map(_get, events, repeat("state")))
             if (set(map(type, raw_state)) != _JUST_STR or min(map(len, raw_state)) < 1
-                    or max(map(len, raw_state)) > 32):
+                    or max(map(len, raw_state)) > MAX_STATE_LEN):
                 return None
             state = list(map(_STATE_OK.get, raw_state))
             if None in state:
@@ -580,7 +586,7 @@ class JsonDecoder:
         reject = list(map(_get, events, repeat("reject"), repeat(0)))
         product = list(map(_get, events, repeat("product")))
         if (set(map(type, total)) != _JUST_INT or set(map(type, reject)) != _JUST_INT or min(reject) < 0
-                or max(total) > 1_000_000 or not all(map(le, reject, total))
+                or max(total) > MAX_COUNT or not all(map(le, reject, total))
                 or not _short_texts_or_none(product)):
             return None
         return list(map(ProductionCount, machine, ts, total, reject, src, product, seq, key))
@@ -615,7 +621,7 @@ class JsonDecoder:
         rest = ""
         if raw_seq is not None:
             if type(raw_seq) is str:
-                if not 0 < len(raw_seq) <= 64:
+                if not 0 < len(raw_seq) <= MAX_TEXT_LEN:
                     return None
                 rest = raw_seq
             elif type(raw_seq) is int:
@@ -643,7 +649,7 @@ class JsonDecoder:
                 value = float(value)
             else:
                 return None
-            if type(unit) is not str or len(unit) > 32:
+            if type(unit) is not str or len(unit) > MAX_UNIT_LEN:
                 return None
             return TelemetrySample(machine, ts, metric, value, keys.source_id, unit, seq,
                                    keys.telemetry(rest) if seq is not None else 0)
@@ -651,7 +657,7 @@ class JsonDecoder:
             raw_state = get("state")
             reason = get("reason_code")
             fault = get("fault_code")
-            if type(raw_state) is not str or not 0 < len(raw_state) <= 32:
+            if type(raw_state) is not str or not 0 < len(raw_state) <= MAX_STATE_LEN:
                 return None
             state = _STATE_OK.get(raw_state)
             if state is None:
@@ -659,19 +665,19 @@ class JsonDecoder:
                     state = parse_state(raw_state)
                 except ValueError:
                     return None
-            if not (reason is None or (type(reason) is str and 0 < len(reason) <= 64)):
+            if not (reason is None or (type(reason) is str and 0 < len(reason) <= MAX_TEXT_LEN)):
                 return None
-            if not (fault is None or (type(fault) is str and 0 < len(fault) <= 64)):
+            if not (fault is None or (type(fault) is str and 0 < len(fault) <= MAX_TEXT_LEN)):
                 return None
             return StateChange(machine, ts, state, keys.source_id, reason, fault, seq,
                                keys.state(rest) if seq is not None else 0)
         product = get("product")
-        if not (product is None or (type(product) is str and 0 < len(product) <= 64)):
+        if not (product is None or (type(product) is str and 0 < len(product) <= MAX_TEXT_LEN)):
             return None
         if kind == "count":
             total = get("total")
             reject = get("reject", 0)
-            if type(total) is not int or type(reject) is not int or not 0 <= reject <= total <= 1_000_000:
+            if type(total) is not int or type(reject) is not int or not 0 <= reject <= total <= MAX_COUNT:
                 return None
             return ProductionCount(machine, ts, total, reject, keys.source_id, product, seq,
                                    keys.count(rest) if seq is not None else 0)
@@ -683,7 +689,7 @@ class JsonDecoder:
         return _CounterReading(ts, processed, defective, product, seq)
 
     def _metric_ok(self, metric: str) -> bool:
-        if not 0 < len(metric) <= 128 or _METRIC_RE.fullmatch(metric) is None:
+        if not 0 < len(metric) <= MAX_METRIC_LEN or _METRIC_RE.fullmatch(metric) is None:
             return False
         if len(self._metrics_ok) < 10_000:
             self._metrics_ok.add(metric)
