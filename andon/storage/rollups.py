@@ -229,6 +229,8 @@ def read_slices(conn: psycopg.Connection, items: list[tuple[MachineContext, dt.d
             [items[i][1] - dt.timedelta(seconds=items[i][0].startup_window_s) for i in running]), strict=True))
     out = []
     for i, ((m, _, _), (before, states, counts)) in enumerate(zip(items, got, strict=True)):
+        # Ideal cycle time per product, looked up once per product rather than once per count.
+        ideal = {product: m.ideal_for(product) for product in {r[4] for r in counts}}
         out.append(RawSlice(
             initial_state=before[1] if before else None,
             startup_since=run_starts.get(i),
@@ -237,8 +239,7 @@ def read_slices(conn: psycopg.Connection, items: list[tuple[MachineContext, dt.d
             count_ts=[r[1] for r in counts],
             count_total=[r[2] for r in counts],
             count_reject=[r[3] for r in counts],
-            count_ideal=[r[2] * (m.products.get(r[4], m.ideal_cycle_s) if r[4] else m.ideal_cycle_s)
-                         for r in counts],  # (m.ideal_for, inline: a call per count adds up)
+            count_ideal=[r[2] * ideal[r[4]] for r in counts],
         ))
     return out
 
