@@ -57,6 +57,27 @@ class Evaluation:
         d.pop("leads_h")
         return d
 
+    @classmethod
+    def from_counts(cls, *, failures: int, warned: int, premature: int, late: int, missed: int, episodes: int,
+                    false_alarm_episodes: int, premature_episodes: int, machine_weeks: float,
+                    precision_at_k: float | None, precision_days: int, rul_mae_h: float | None,
+                    rul_rmse_h: float | None, rul_samples: int, leads_h: list[float]) -> Evaluation:
+        """The evaluation of these counts: the shares and rates derived from them (one rule for one fleet
+        and for several combined)."""
+        with_alarm = warned + premature + late
+        return cls(
+            failures=failures, warned=warned, premature=premature, late=late, missed=missed,
+            warned_share=warned / failures if failures else float("nan"),
+            premature_share=premature / with_alarm if with_alarm else 0.0,
+            median_lead_time_h=float(np.median(leads_h)) if leads_h else None,
+            episodes=episodes, false_alarm_episodes=false_alarm_episodes, premature_episodes=premature_episodes,
+            machine_weeks=machine_weeks,
+            false_alarms_per_machine_week=false_alarm_episodes / machine_weeks if machine_weeks else float("nan"),
+            premature_alarms_per_machine_week=premature_episodes / machine_weeks if machine_weeks else float("nan"),
+            precision_at_k=precision_at_k, precision_days=precision_days, rul_mae_h=rul_mae_h,
+            rul_rmse_h=rul_rmse_h, rul_samples=rul_samples, leads_h=leads_h,
+        )
+
 
 def combine(evaluations: list[Evaluation]) -> Evaluation:
     """One evaluation of several fleets judged separately (each over its own period): counts add up, the
@@ -78,18 +99,9 @@ def combine(evaluations: list[Evaluation]) -> Evaluation:
         acc = sum((getattr(e, attr) or 0.0) ** power * e.rul_samples for e in evaluations) / rul_n
         return float(acc ** (1 / power))
 
-    with_alarm = total["warned"] + total["premature"] + total["late"]
-    judged = total["failures"]
-    return Evaluation(
-        **total, machine_weeks=machine_weeks,
-        warned_share=total["warned"] / judged if judged else float("nan"),
-        premature_share=total["premature"] / with_alarm if with_alarm else 0.0,
-        median_lead_time_h=float(np.median(leads)) if leads else None,
-        false_alarms_per_machine_week=total["false_alarm_episodes"] / machine_weeks if machine_weeks else float("nan"),
-        premature_alarms_per_machine_week=(total["premature_episodes"] / machine_weeks if machine_weeks
-                                           else float("nan")),
-        precision_at_k=prec, rul_mae_h=rul_mean("rul_mae_h", 1.0), rul_rmse_h=rul_mean("rul_rmse_h", 2.0),
-        leads_h=leads,
+    return Evaluation.from_counts(
+        **total, machine_weeks=machine_weeks, precision_at_k=prec, rul_mae_h=rul_mean("rul_mae_h", 1.0),
+        rul_rmse_h=rul_mean("rul_rmse_h", 2.0), leads_h=leads,
     )
 
 
@@ -191,16 +203,9 @@ def evaluate(
             err = scored.loc[sel, "rul_pred_h"] - scored.loc[sel, "rul_h"]
             rul_mae = float(err.abs().mean())
             rul_rmse = float(np.sqrt((err**2).mean()))
-    with_alarm = warned + premature + late
-    return Evaluation(
-        failures=judged, warned=warned, premature=premature, late=late, missed=missed,
-        warned_share=warned / judged if judged else float("nan"),
-        premature_share=premature / with_alarm if with_alarm else 0.0,
-        median_lead_time_h=float(np.median(leads)) if leads else None,
-        episodes=len(episodes), false_alarm_episodes=false_eps, premature_episodes=premature_eps,
-        machine_weeks=machine_weeks,
-        false_alarms_per_machine_week=false_eps / machine_weeks if machine_weeks else float("nan"),
-        premature_alarms_per_machine_week=premature_eps / machine_weeks if machine_weeks else float("nan"),
+    return Evaluation.from_counts(
+        failures=judged, warned=warned, premature=premature, late=late, missed=missed, episodes=len(episodes),
+        false_alarm_episodes=false_eps, premature_episodes=premature_eps, machine_weeks=machine_weeks,
         precision_at_k=prec, precision_days=days, rul_mae_h=rul_mae, rul_rmse_h=rul_rmse, rul_samples=rul_n,
         leads_h=leads,
     )
